@@ -1,0 +1,13 @@
+/* mpx/mpx.h - the umbrella header of libmpx, the engine of mpservice.
+ *
+ * Link with -lmpx (pkg-config: mpx; CMake: find_package(mpx) and target mpx::mpx).
+ */
+#ifndef MPX_MPX_H
+#define MPX_MPX_H
+
+#include "common.h"
+#include "error.h"
+#include "frame.h"
+#include "queue.h"
+
+#endif /* MPX_MPX_H */

@@ -1,0 +1,37 @@
+/* Internal header of the extension module mpservice._mpx. */
+#ifndef MPX_PYMODULE_H
+#define MPX_PYMODULE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "mpx/mpx.h"
+
+/* Per-module state. Every PyObject * here is a strong reference owned by the module. */
+typedef struct {
+    PyObject *QueueType;       /* _mpx.Queue, a heap type */
+    PyObject *Error;           /* _mpx.Error(OSError) */
+    PyObject *Empty;           /* queue.Empty */
+    PyObject *Full;            /* queue.Full */
+    PyObject *dumps;           /* pickle.dumps */
+    PyObject *loads;           /* pickle.loads */
+    PyObject *PickleBuffer;    /* pickle.PickleBuffer */
+    PyObject *str_buffer_callback; /* interned "buffer_callback" */
+    PyObject *str_buffers;     /* interned "buffers" */
+    PyObject *protocol;        /* int 5 */
+    PyObject *fallback_dumps;  /* borrowed lazily: multiprocessing.reduction.ForkingPickler.dumps */
+} mpx_state;
+
+/* Raises the Python exception for a libmpx error code and returns NULL. */
+PyObject *mpx_py_error(mpx_state *st, int err);
+
+/* Converts a timeout object (None or a real number) to a deadline. None gives MPX_FOREVER,
+ * a negative number counts as 0, like the stdlib's multiprocessing semaphores. Returns -1
+ * with an exception set on a bad type. */
+int mpx_py_deadline(PyObject *timeout, mpx_deadline_t *deadline);
+
+extern struct PyModuleDef mpx_module_def;
+
+int mpx_queue_type_init(PyObject *module, mpx_state *st);
+
+#endif

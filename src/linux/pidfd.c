@@ -1,0 +1,55 @@
+/* pidfds: race-free handles on child processes (Linux 5.3+), with a liveness fallback. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "linux.h"
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+
+int mpx__pidfd_open(pid_t pid)
+{
+    long fd = syscall(SYS_pidfd_open, pid, 0);
+    if (fd < 0)
+        return -errno;
+    /* pidfd_open sets close-on-exec itself. */
+    return (int)fd;
+}
+
+int mpx__pidfd_send_signal(int pidfd, int sig)
+{
+    return syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0 ? -errno : 0;
+}
+
+int mpx__pidfd_wait_exit(int pidfd, mpx_deadline_t deadline)
+{
+    struct pollfd p = {.fd = pidfd, .events = POLLIN};
+    struct timespec ts, *tsp = NULL;
+    if (deadline != MPX_FOREVER) {
+        int64_t left = deadline - mpx__now_ns();
+        ts = mpx__ts_from_ns(left < 0 ? 0 : left);
+        tsp = &ts;
+    }
+    int r = ppoll(&p, 1, tsp, NULL);
+    if (r < 0)
+        return -errno;
+    if (r == 0)
+        return -ETIMEDOUT;
+    return 0;
+}
+
+int mpx__pid_alive(pid_t pid)
+{
+    if (pid <= 0)
+        return -EINVAL;
+    if (kill(pid, 0) == 0)
+        return 1;
+    return errno == ESRCH ? 0 : (errno == EPERM ? 1 : -errno);
+}

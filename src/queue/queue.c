@@ -1,0 +1,891 @@
+/* The shared-memory queue of <mpx/queue.h>.
+ *
+ * Segment layout (docs/queue.md has the full description and the crash-consistency
+ * argument):
+ *
+ *   [0, 4096)          struct queue_shared: format header, robust lock, committed state
+ *                      (double-buffered), futex words and wake flags
+ *   [4096, 4096+cap)   the ring of records; a record is a uint64 length, the message bytes,
+ *                      and zero to seven bytes of padding
+ *
+ * Every change to the queue happens under one robust process-shared mutex, and becomes
+ * visible through a single 32-bit store: the new state is written into the inactive one of
+ * two state slots, then `cur` is flipped to it. A process killed before the flip changed
+ * nothing that anyone can observe; a process killed after it has completed the operation.
+ * Wake-ups are issued while the lock is still held, so a process that dies before waking
+ * its sleepers necessarily dies holding the lock, and the next locker (which receives
+ * EOWNERDEAD) wakes every sleeper as part of recovery.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "fault.h"
+#include "linux.h"
+#include "mpx/error.h"
+#include "mpx/queue.h"
+
+#define QUEUE_MAGIC 0x5158504du /* "MPXQ" */
+#define QUEUE_VERSION 1u
+#define HEADER_SIZE 4096u
+#define DEFAULT_CAPACITY (256u * 1024u)
+#define MIN_CAPACITY 4096u
+#define DEFAULT_SPIN_NS 50000u
+/* When the queue drains, pages of the ring beyond this many bytes go back to the system. */
+#define RETAIN_BYTES (32u * 1024u * 1024u)
+#define RECORD_HEAD 8u
+#define ALIGN8(x) (((x) + 7u) & ~(uint64_t)7u)
+
+struct qstate {
+    uint64_t cap;        /* bytes in the ring */
+    uint64_t head;       /* offset of the oldest record */
+    uint64_t tail;       /* offset where the next record goes */
+    uint64_t wrap_end;   /* if wrapped: end of the records in the upper part */
+    uint64_t count;      /* records (messages) held */
+    uint64_t unfinished; /* puts not yet matched by task_done */
+    uint64_t hiwater;    /* highest ring offset written since the last release of pages */
+    uint32_t wrapped;    /* records occupy [head, wrap_end) then [0, tail) */
+    uint32_t closed;
+};
+
+struct queue_shared {
+    /* Format header, immutable after creation. */
+    uint32_t magic;
+    uint32_t version;
+    uint32_t header_size;
+    uint32_t spin_ns;
+    uint64_t maxsize;
+    uint64_t reserved0;
+
+    pthread_mutex_t lock __attribute__((aligned(64)));
+
+    /* Committed state: st[cur]. Read and written under the lock only. */
+    _Atomic uint32_t cur __attribute__((aligned(64)));
+    struct qstate st[2];
+
+    /* Hints read without the lock by spinning waiters; exact values live in st[cur]. */
+    _Atomic uint64_t count_hint __attribute__((aligned(64)));
+    _Atomic uint32_t closed_hint;
+
+    /* Futex words: a sequence number bumped on every wake, and a flag that a sleeper sets
+     * (under the lock) before sleeping so that wakers know a syscall is needed. */
+    _Atomic uint32_t nonempty_seq __attribute__((aligned(64)));
+    _Atomic uint32_t nonempty_flag;
+    _Atomic uint32_t nonfull_seq __attribute__((aligned(64)));
+    _Atomic uint32_t nonfull_flag;
+    _Atomic uint32_t join_seq __attribute__((aligned(64)));
+    _Atomic uint32_t join_flag;
+};
+
+_Static_assert(sizeof(struct queue_shared) <= HEADER_SIZE, "queue header exceeds one page");
+
+struct mpx_queue {
+    int fd;                   /* owned: the segment */
+    struct queue_shared *sh;  /* owned mapping of the header page */
+    unsigned char *data;      /* owned mapping of the ring, map_cap bytes (NULL if none) */
+    uint64_t map_cap;         /* bytes mapped at data; changed under the shared lock */
+    uint64_t maxsize;         /* copy of sh->maxsize */
+    uint32_t spin_ns;         /* copy of sh->spin_ns */
+};
+
+/* ---------------------------------------------------------------------------------------
+ * Locking and recovery
+ */
+
+static inline struct qstate *state(const mpx_queue *q)
+{
+    return &q->sh->st[atomic_load_explicit(&q->sh->cur, memory_order_relaxed) & 1u];
+}
+
+static void wake_word(_Atomic uint32_t *seq, _Atomic uint32_t *flag, bool force)
+{
+    if (force || atomic_load_explicit(flag, memory_order_relaxed)) {
+        atomic_store_explicit(flag, 0, memory_order_relaxed);
+        atomic_fetch_add_explicit(seq, 1, memory_order_release);
+        mpx__futex_wake(seq, INT32_MAX);
+    }
+}
+
+static bool state_valid(const struct qstate *s, uint64_t maxsize)
+{
+    if (s->head > s->cap || s->tail > s->cap || s->wrap_end > s->cap)
+        return false;
+    if ((s->head | s->tail | s->wrap_end | s->cap) & 7u)
+        return false;
+    if (s->wrapped ? (s->tail > s->head || s->head > s->wrap_end) : (s->head > s->tail))
+        return false;
+    if (maxsize && s->count > maxsize)
+        return false;
+    return s->wrapped <= 1 && s->closed <= 1;
+}
+
+/* Called with the lock held after its previous holder died. The committed state needs no
+ * repair (it only ever changes by the atomic flip), but a death can have left the hints
+ * stale and sleepers un-woken: refresh the one and wake the others. */
+static void recover(mpx_queue *q)
+{
+    struct queue_shared *sh = q->sh;
+    struct qstate *s = state(q);
+    atomic_store_explicit(&sh->count_hint, s->count, memory_order_relaxed);
+    atomic_store_explicit(&sh->closed_hint, s->closed, memory_order_relaxed);
+    wake_word(&sh->nonempty_seq, &sh->nonempty_flag, true);
+    wake_word(&sh->nonfull_seq, &sh->nonfull_flag, true);
+    wake_word(&sh->join_seq, &sh->join_flag, true);
+}
+
+/* Maps at least `cap` bytes of ring. Called with the lock held. */
+static int ensure_map(mpx_queue *q, uint64_t cap)
+{
+    if (cap <= q->map_cap)
+        return 0;
+    uint64_t fsize;
+    int r = mpx__fd_size(q->fd, &fsize);
+    if (r < 0)
+        return r;
+    /* Never map beyond the end of the file: touching such pages would raise SIGBUS. */
+    if (fsize < HEADER_SIZE || cap > fsize - HEADER_SIZE)
+        return MPX_EBADSEG;
+    void *p;
+    if (q->data)
+        p = mremap(q->data, q->map_cap, cap, MREMAP_MAYMOVE);
+    else
+        p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED, q->fd, HEADER_SIZE);
+    if (p == MAP_FAILED)
+        return -errno;
+    q->data = p;
+    q->map_cap = cap;
+    return 0;
+}
+
+static int unlock(mpx_queue *q)
+{
+    pthread_mutex_unlock(&q->sh->lock);
+    return 0;
+}
+
+/* Takes the lock. With `try`, never waits (-EBUSY). Otherwise waits until `deadline` only
+ * when the deadline is a real one; for MPX_NOWAIT the lock is still awaited, since it is
+ * only ever held for the length of a copy. */
+static int lock(mpx_queue *q, bool try, mpx_deadline_t deadline)
+{
+    pthread_mutex_t *m = &q->sh->lock;
+    int r;
+    if (try) {
+        r = pthread_mutex_trylock(m);
+    } else if (deadline == MPX_FOREVER || deadline == MPX_NOWAIT) {
+        r = pthread_mutex_lock(m);
+    } else {
+        struct timespec ts = mpx__ts_from_ns(deadline);
+        r = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
+    }
+    if (r == EOWNERDEAD) {
+        recover(q);
+        pthread_mutex_consistent(m);
+        r = 0;
+    }
+    switch (r) {
+    case 0:
+        break;
+    case EBUSY:
+        return -EBUSY;
+    case ETIMEDOUT:
+        return -ETIMEDOUT;
+    case ENOTRECOVERABLE:
+        return MPX_EBADSEG;
+    default:
+        return -r;
+    }
+    struct qstate *s = state(q);
+    if (!state_valid(s, q->maxsize)) {
+        unlock(q);
+        return MPX_EBADSEG;
+    }
+    r = ensure_map(q, s->cap);
+    if (r < 0) {
+        unlock(q);
+        return r;
+    }
+    return 0;
+}
+
+/* Publishes `ns` as the committed state: the one store that makes an operation happen. */
+static void commit(mpx_queue *q, const struct qstate *ns, const char *staged_point)
+{
+    struct queue_shared *sh = q->sh;
+    uint32_t next = (atomic_load_explicit(&sh->cur, memory_order_relaxed) & 1u) ^ 1u;
+    sh->st[next] = *ns;
+    MPX__FAULT(staged_point);
+    atomic_store_explicit(&sh->cur, next, memory_order_release);
+    atomic_store_explicit(&sh->count_hint, ns->count, memory_order_relaxed);
+    atomic_store_explicit(&sh->closed_hint, ns->closed, memory_order_relaxed);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Creation, attachment, destruction
+ */
+
+static int map_header(mpx_queue *q)
+{
+    void *p = mmap(NULL, HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, q->fd, 0);
+    if (p == MAP_FAILED)
+        return -errno;
+    q->sh = p;
+    return 0;
+}
+
+int mpx_queue_create(mpx_queue **out, const mpx_queue_options *opt)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    mpx_queue_options o = {0};
+    if (opt)
+        o = *opt;
+    uint64_t cap = o.initial_capacity ? ALIGN8(o.initial_capacity) : DEFAULT_CAPACITY;
+    if (cap < MIN_CAPACITY)
+        cap = MIN_CAPACITY;
+    if (cap > ((uint64_t)1 << 46))
+        return -EINVAL;
+    uint32_t spin = o.spin_ns == 0 ? DEFAULT_SPIN_NS : (o.spin_ns == UINT32_MAX ? 0 : o.spin_ns);
+
+    int r;
+    mpx_queue *q = calloc(1, sizeof *q);
+    if (!q)
+        return -ENOMEM;
+    q->fd = mpx__memfd_create("mpx-queue");
+    if (q->fd < 0) {
+        r = q->fd;
+        goto fail;
+    }
+    if ((r = mpx__memfd_grow(q->fd, HEADER_SIZE + cap)) < 0 || (r = mpx__memfd_seal(q->fd)) < 0 ||
+        (r = map_header(q)) < 0)
+        goto fail;
+
+    struct queue_shared *sh = q->sh; /* fresh memfd pages are zero */
+    sh->header_size = HEADER_SIZE;
+    sh->spin_ns = spin;
+    sh->maxsize = o.maxsize;
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    r = -pthread_mutex_init(&sh->lock, &a);
+    pthread_mutexattr_destroy(&a);
+    if (r < 0)
+        goto fail;
+    sh->st[0].cap = cap;
+    atomic_store(&sh->cur, 0);
+    q->maxsize = o.maxsize;
+    q->spin_ns = spin;
+    if ((r = ensure_map(q, cap)) < 0)
+        goto fail;
+    /* The magic goes last: a segment is recognisable only once it is complete. */
+    sh->version = QUEUE_VERSION;
+    atomic_thread_fence(memory_order_release);
+    sh->magic = QUEUE_MAGIC;
+    *out = q;
+    return 0;
+fail:
+    mpx_queue_destroy(q);
+    return r;
+}
+
+int mpx_queue_attach(mpx_queue **out, int fd)
+{
+    if (!out || fd < 0)
+        return out ? -EBADF : -EINVAL;
+    *out = NULL;
+    if (mpx__memfd_check(fd) < 0)
+        return MPX_EBADSEG;
+    uint64_t fsize;
+    int r = mpx__fd_size(fd, &fsize);
+    if (r < 0)
+        return r;
+    if (fsize < HEADER_SIZE + MIN_CAPACITY)
+        return MPX_EBADSEG;
+    mpx_queue *q = calloc(1, sizeof *q);
+    if (!q)
+        return -ENOMEM;
+    q->fd = mpx__dup_cloexec(fd);
+    if (q->fd < 0) {
+        r = q->fd;
+        goto fail;
+    }
+    if ((r = map_header(q)) < 0)
+        goto fail;
+    struct queue_shared *sh = q->sh;
+    r = MPX_EBADSEG;
+    if (sh->magic != QUEUE_MAGIC)
+        goto fail;
+    if (sh->version != QUEUE_VERSION) {
+        r = MPX_EVERSION;
+        goto fail;
+    }
+    if (sh->header_size != HEADER_SIZE || atomic_load(&sh->cur) > 1)
+        goto fail;
+    q->maxsize = sh->maxsize;
+    q->spin_ns = sh->spin_ns > 10000000u ? 10000000u : sh->spin_ns;
+    /* Validate and map the committed state under the lock, as every operation does. */
+    if ((r = lock(q, false, MPX_FOREVER)) < 0)
+        goto fail;
+    unlock(q);
+    *out = q;
+    return 0;
+fail:
+    mpx_queue_destroy(q);
+    return r;
+}
+
+void mpx_queue_destroy(mpx_queue *q)
+{
+    if (!q)
+        return;
+    if (q->data)
+        munmap(q->data, q->map_cap);
+    if (q->sh)
+        munmap(q->sh, HEADER_SIZE);
+    if (q->fd >= 0)
+        close(q->fd);
+    free(q);
+}
+
+int mpx_queue_fd(const mpx_queue *q)
+{
+    return q ? q->fd : -EINVAL;
+}
+
+uint64_t mpx_queue_maxsize(const mpx_queue *q)
+{
+    return q ? q->maxsize : 0;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Waiting
+ */
+
+static bool event_holds(const mpx_queue *q, enum mpx_queue_event ev, uint64_t n)
+{
+    const struct queue_shared *sh = q->sh;
+    if (atomic_load_explicit(&sh->closed_hint, memory_order_relaxed))
+        return true;
+    uint64_t c = atomic_load_explicit(&sh->count_hint, memory_order_relaxed);
+    if (ev == MPX_QUEUE_NONEMPTY)
+        return c > 0;
+    return !q->maxsize || c + n <= q->maxsize;
+}
+
+/* Polls the hint for up to spin_ns. True if the event appears to hold. */
+static bool spin(const mpx_queue *q, enum mpx_queue_event ev, uint64_t n, mpx_deadline_t dl)
+{
+    if (q->spin_ns == 0)
+        return false;
+    int64_t end = mpx__now_ns() + q->spin_ns;
+    if (dl != MPX_FOREVER && dl < end)
+        end = dl;
+    for (unsigned i = 1;; i++) {
+        if (event_holds(q, ev, n))
+            return true;
+        mpx__cpu_relax();
+        if ((i & 63u) == 0 && mpx__now_ns() >= end)
+            return false;
+    }
+}
+
+/* With the lock held and the event found false: flags a sleeper, drops the lock and sleeps
+ * until woken or the deadline passes. Returns 0 (re-check), -ETIMEDOUT or -EINTR. */
+static int sleep_on(mpx_queue *q, _Atomic uint32_t *seq, _Atomic uint32_t *flag,
+                    mpx_deadline_t deadline)
+{
+    uint32_t s = atomic_load_explicit(seq, memory_order_acquire);
+    atomic_store_explicit(flag, 1, memory_order_relaxed);
+    unlock(q);
+    MPX__FAULT("queue.wait.flagged");
+    return mpx__futex_wait(seq, s, deadline);
+}
+
+static bool holds_locked(mpx_queue *q, enum mpx_queue_event ev, uint64_t n)
+{
+    struct qstate *s = state(q);
+    if (s->closed)
+        return true;
+    if (ev == MPX_QUEUE_NONEMPTY)
+        return s->count > 0;
+    return !q->maxsize || s->count + n <= q->maxsize;
+}
+
+int mpx_queue_wait(mpx_queue *q, enum mpx_queue_event ev, uint64_t n, mpx_deadline_t deadline)
+{
+    if (!q || ev < MPX_QUEUE_NONEMPTY || ev > MPX_QUEUE_LOCKABLE)
+        return -EINVAL;
+    if (ev == MPX_QUEUE_LOCKABLE) {
+        int r = lock(q, false, deadline == MPX_NOWAIT ? mpx__now_ns() : deadline);
+        return r < 0 ? r : unlock(q);
+    }
+    if (ev == MPX_QUEUE_NONFULL && q->maxsize && n > q->maxsize)
+        return MPX_ETOOBIG;
+    struct queue_shared *sh = q->sh;
+    for (;;) {
+        if (spin(q, ev, n, deadline))
+            return 0;
+        int r = lock(q, false, deadline);
+        if (r < 0)
+            return r;
+        if (holds_locked(q, ev, n))
+            return unlock(q);
+        if (deadline != MPX_FOREVER && mpx__deadline_passed(deadline)) {
+            unlock(q);
+            return deadline == MPX_NOWAIT ? -EAGAIN : -ETIMEDOUT;
+        }
+        r = ev == MPX_QUEUE_NONEMPTY
+                ? sleep_on(q, &sh->nonempty_seq, &sh->nonempty_flag, deadline)
+                : sleep_on(q, &sh->nonfull_seq, &sh->nonfull_flag, deadline);
+        if (r < 0)
+            return r;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Put
+ */
+
+static uint64_t record_size(uint64_t len)
+{
+    return RECORD_HEAD + ALIGN8(len);
+}
+
+static uint64_t msg_len(const mpx_msgv *m)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < m->iovcnt; i++)
+        n += m->iov[i].iov_len;
+    return n;
+}
+
+/* Finds room for `need` contiguous bytes in the ring, growing it if necessary. Updates *ns
+ * (the staged state) and returns the offset, or a negative error. Called with the lock. */
+static int64_t place(mpx_queue *q, struct qstate *ns, uint64_t need)
+{
+    if (ns->count == 0) { /* start from the bottom: keeps the ring compact */
+        ns->head = ns->tail = ns->wrap_end = 0;
+        ns->wrapped = 0;
+    }
+    if (!ns->wrapped) {
+        if (need <= ns->cap - ns->tail)
+            return (int64_t)ns->tail;
+        if (need <= ns->head) {
+            ns->wrap_end = ns->tail;
+            ns->wrapped = 1;
+            ns->tail = 0;
+            return 0;
+        }
+    } else if (need <= ns->head - ns->tail) {
+        return (int64_t)ns->tail;
+    }
+
+    /* Grow. Wrapped records are made linear by copying the lower part [0, tail) to just
+     * above wrap_end, into space that is free in the committed state: a death during the
+     * copy leaves the committed state untouched. */
+    uint64_t base = ns->wrapped ? ns->wrap_end + ns->tail : ns->tail;
+    if (need > ((uint64_t)1 << 46) - base)
+        return -ENOMEM;
+    uint64_t nc = ns->cap * 2;
+    while (nc < base + need)
+        nc *= 2;
+    int r = mpx__memfd_grow(q->fd, HEADER_SIZE + nc);
+    if (r < 0)
+        return r == -EFBIG || r == -ENOSPC ? -ENOMEM : r;
+    if ((r = ensure_map(q, nc)) < 0)
+        return r;
+    if (ns->wrapped) {
+        memcpy(q->data + ns->wrap_end, q->data, ns->tail);
+        ns->tail = base;
+        ns->wrapped = 0;
+        ns->wrap_end = 0;
+    }
+    ns->cap = nc;
+    MPX__FAULT("queue.put.grown");
+    return (int64_t)ns->tail;
+}
+
+static unsigned char *write_record(unsigned char *dst, const mpx_msgv *m, uint64_t len,
+                                   bool first)
+{
+    memcpy(dst, &len, sizeof len);
+    dst += RECORD_HEAD;
+    uint64_t done = 0;
+    for (int i = 0; i < m->iovcnt; i++) {
+        const unsigned char *src = m->iov[i].iov_base;
+        size_t l = m->iov[i].iov_len;
+        if (first && mpx__fault_armed && done + l > len / 2 && done <= len / 2) {
+            /* Copy up to the middle, then offer the fault point: a death here leaves half a
+             * message in the ring that must never be seen. */
+            size_t h = (size_t)(len / 2 - done);
+            memcpy(dst, src, h);
+            MPX__FAULT("queue.put.copied");
+            memcpy(dst + h, src + h, l - h);
+        } else if (l) {
+            memcpy(dst, src, l);
+        }
+        dst += l;
+        done += l;
+    }
+    return dst + (ALIGN8(len) - len);
+}
+
+static int put_locked(mpx_queue *q, const mpx_msgv *msgs, size_t n)
+{
+    struct qstate ns = *state(q);
+    uint64_t need = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t l = msg_len(&msgs[i]);
+        if (l > ((uint64_t)1 << 45))
+            return MPX_ETOOBIG;
+        need += record_size(l);
+    }
+    int64_t off = place(q, &ns, need);
+    if (off < 0)
+        return (int)off;
+    unsigned char *dst = q->data + off;
+    for (size_t i = 0; i < n; i++)
+        dst = write_record(dst, &msgs[i], msg_len(&msgs[i]), i == 0);
+    ns.tail = (uint64_t)off + need;
+    if (ns.tail > ns.hiwater)
+        ns.hiwater = ns.tail;
+    ns.count += n;
+    ns.unfinished += n;
+    commit(q, &ns, "queue.put.staged");
+    MPX__FAULT("queue.put.committed");
+    wake_word(&q->sh->nonempty_seq, &q->sh->nonempty_flag, false);
+    return 0;
+}
+
+static int put_common(mpx_queue *q, const mpx_msgv *msgs, size_t n, unsigned flags,
+                      mpx_deadline_t deadline)
+{
+    if (q->maxsize && n > q->maxsize)
+        return MPX_ETOOBIG;
+    bool try = flags & MPX_QUEUE_TRYLOCK;
+    for (;;) {
+        int r = lock(q, try, deadline);
+        if (r < 0)
+            return r;
+        MPX__FAULT("queue.put.locked");
+        struct qstate *s = state(q);
+        if (s->closed) {
+            unlock(q);
+            return MPX_ECLOSED;
+        }
+        if (!q->maxsize || s->count + n <= q->maxsize) {
+            r = put_locked(q, msgs, n);
+            unlock(q);
+            return r;
+        }
+        if (try || (deadline != MPX_FOREVER && mpx__deadline_passed(deadline))) {
+            unlock(q);
+            return deadline == MPX_NOWAIT || try ? -EAGAIN : -ETIMEDOUT;
+        }
+        unlock(q);
+        if (spin(q, MPX_QUEUE_NONFULL, n, deadline))
+            continue;
+        if ((r = lock(q, false, deadline)) < 0)
+            return r;
+        if (holds_locked(q, MPX_QUEUE_NONFULL, n)) {
+            unlock(q);
+            continue;
+        }
+        r = sleep_on(q, &q->sh->nonfull_seq, &q->sh->nonfull_flag, deadline);
+        if (r < 0)
+            return r;
+    }
+}
+
+static bool iov_valid(const struct iovec *iov, int iovcnt)
+{
+    if (iovcnt < 0 || (iovcnt > 0 && !iov))
+        return false;
+    for (int i = 0; i < iovcnt; i++)
+        if (!iov[i].iov_base && iov[i].iov_len)
+            return false;
+    return true;
+}
+
+int mpx_queue_putv(mpx_queue *q, const struct iovec *iov, int iovcnt, mpx_deadline_t deadline)
+{
+    if (!q || !iov_valid(iov, iovcnt))
+        return -EINVAL;
+    mpx_msgv m = {iov, iovcnt};
+    return put_common(q, &m, 1, 0, deadline);
+}
+
+int mpx_queue_put(mpx_queue *q, const void *data, size_t len, mpx_deadline_t deadline)
+{
+    struct iovec v = {(void *)data, len};
+    if (!data && len)
+        return -EINVAL;
+    return mpx_queue_putv(q, &v, 1, deadline);
+}
+
+int mpx_queue_put_many(mpx_queue *q, const mpx_msgv *msgs, size_t n, mpx_deadline_t deadline)
+{
+    return mpx_queue_put_many_ex(q, msgs, n, 0, deadline);
+}
+
+int mpx_queue_put_many_ex(mpx_queue *q, const mpx_msgv *msgs, size_t n, unsigned flags,
+                              mpx_deadline_t deadline)
+{
+    if (!q || (n && !msgs))
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!iov_valid(msgs[i].iov, msgs[i].iovcnt))
+            return -EINVAL;
+    if (n == 0)
+        return 0;
+    return put_common(q, msgs, n, flags, deadline);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Get
+ */
+
+/* Consumes up to `max` records with the lock held. */
+static int get_locked(mpx_queue *q, size_t max, mpx_queue_consume_fn fn, void *ctx, size_t *got)
+{
+    struct qstate ns = *state(q);
+    size_t k = 0;
+    int err = 0;
+    while (k < max && ns.count > 0) {
+        uint64_t len;
+        uint64_t limit = ns.wrapped ? ns.wrap_end : ns.tail;
+        if (limit - ns.head < RECORD_HEAD) {
+            err = MPX_EBADSEG;
+            break;
+        }
+        memcpy(&len, q->data + ns.head, sizeof len);
+        if (len > limit - ns.head - RECORD_HEAD) {
+            err = MPX_EBADSEG; /* a damaged record: refuse rather than read out of bounds */
+            break;
+        }
+        err = fn(ctx, q->data + ns.head + RECORD_HEAD, (size_t)len);
+        if (err < 0)
+            break;
+        MPX__FAULT("queue.get.copied");
+        uint64_t rec = record_size(len);
+        ns.head = rec > limit - ns.head ? limit : ns.head + rec;
+        if (ns.wrapped && ns.head == ns.wrap_end) {
+            ns.head = 0;
+            ns.wrap_end = 0;
+            ns.wrapped = 0;
+        }
+        ns.count--;
+        k++;
+    }
+    *got = k;
+    if (k == 0)
+        return err;
+    bool drained = ns.count == 0;
+    if (drained) {
+        ns.head = ns.tail = 0;
+        ns.wrapped = 0;
+        ns.wrap_end = 0;
+    }
+    bool release = drained && ns.hiwater > RETAIN_BYTES;
+    if (release)
+        ns.hiwater = 0;
+    commit(q, &ns, "queue.get.staged");
+    MPX__FAULT("queue.get.committed");
+    if (release) {
+        /* The ring is empty: give the pages above RETAIN_BYTES back. Nothing committed lives
+         * there, so a death in the middle is harmless. */
+        mpx__memfd_punch(q->fd, HEADER_SIZE + RETAIN_BYTES, ns.cap - RETAIN_BYTES);
+    }
+    if (q->maxsize)
+        wake_word(&q->sh->nonfull_seq, &q->sh->nonfull_flag, false);
+    return 0;
+}
+
+int mpx_queue_get_many_with(mpx_queue *q, size_t max, mpx_queue_consume_fn fn, void *ctx,
+                            size_t *got, unsigned flags, mpx_deadline_t deadline)
+{
+    if (!q || !fn || !got || max == 0)
+        return -EINVAL;
+    *got = 0;
+    bool try = flags & MPX_QUEUE_TRYLOCK;
+    for (;;) {
+        int r = lock(q, try, deadline);
+        if (r < 0)
+            return r;
+        MPX__FAULT("queue.get.locked");
+        struct qstate *s = state(q);
+        if (s->count > 0) {
+            r = get_locked(q, max, fn, ctx, got);
+            unlock(q);
+            return r;
+        }
+        if (s->closed) {
+            unlock(q);
+            return MPX_ECLOSED;
+        }
+        if (try || (deadline != MPX_FOREVER && mpx__deadline_passed(deadline))) {
+            unlock(q);
+            return deadline == MPX_NOWAIT || try ? -EAGAIN : -ETIMEDOUT;
+        }
+        unlock(q);
+        if (spin(q, MPX_QUEUE_NONEMPTY, 1, deadline))
+            continue;
+        if ((r = lock(q, false, deadline)) < 0)
+            return r;
+        if (holds_locked(q, MPX_QUEUE_NONEMPTY, 1)) {
+            unlock(q);
+            continue;
+        }
+        r = sleep_on(q, &q->sh->nonempty_seq, &q->sh->nonempty_flag, deadline);
+        if (r < 0)
+            return r;
+    }
+}
+
+int mpx_queue_get_with(mpx_queue *q, mpx_queue_consume_fn fn, void *ctx, unsigned flags,
+                       mpx_deadline_t deadline)
+{
+    size_t got;
+    return mpx_queue_get_many_with(q, 1, fn, ctx, &got, flags, deadline);
+}
+
+struct copy_out {
+    void *data;
+    size_t len;
+};
+
+static int copy_out(void *ctx, const void *msg, size_t len)
+{
+    struct copy_out *c = ctx;
+    c->data = malloc(len ? len : 1);
+    if (!c->data)
+        return -ENOMEM;
+    memcpy(c->data, msg, len);
+    c->len = len;
+    return 0;
+}
+
+int mpx_queue_get(mpx_queue *q, void **data, size_t *len, mpx_deadline_t deadline)
+{
+    if (!q || !data || !len)
+        return -EINVAL;
+    struct copy_out c = {0};
+    int r = mpx_queue_get_with(q, copy_out, &c, 0, deadline);
+    if (r < 0)
+        return r;
+    *data = c.data;
+    *len = c.len;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Size, close, join
+ */
+
+int mpx_queue_size(mpx_queue *q, uint64_t *n)
+{
+    if (!q || !n)
+        return -EINVAL;
+    int r = lock(q, false, MPX_FOREVER);
+    if (r < 0)
+        return r;
+    *n = state(q)->count;
+    return unlock(q);
+}
+
+int mpx_queue_capacity(mpx_queue *q, uint64_t *bytes)
+{
+    if (!q || !bytes)
+        return -EINVAL;
+    int r = lock(q, false, MPX_FOREVER);
+    if (r < 0)
+        return r;
+    *bytes = state(q)->cap;
+    return unlock(q);
+}
+
+int mpx_queue_unfinished(mpx_queue *q, uint64_t *n)
+{
+    if (!q || !n)
+        return -EINVAL;
+    int r = lock(q, false, MPX_FOREVER);
+    if (r < 0)
+        return r;
+    *n = state(q)->unfinished;
+    return unlock(q);
+}
+
+int mpx_queue_close(mpx_queue *q)
+{
+    if (!q)
+        return -EINVAL;
+    int r = lock(q, false, MPX_FOREVER);
+    if (r < 0)
+        return r;
+    struct qstate ns = *state(q);
+    if (!ns.closed) {
+        ns.closed = 1;
+        commit(q, &ns, "queue.put.staged");
+        wake_word(&q->sh->nonempty_seq, &q->sh->nonempty_flag, true);
+        wake_word(&q->sh->nonfull_seq, &q->sh->nonfull_flag, true);
+    }
+    return unlock(q);
+}
+
+int mpx_queue_is_closed(mpx_queue *q)
+{
+    if (!q)
+        return -EINVAL;
+    int r = lock(q, false, MPX_FOREVER);
+    if (r < 0)
+        return r;
+    int c = (int)state(q)->closed;
+    unlock(q);
+    return c;
+}
+
+int mpx_queue_task_done(mpx_queue *q)
+{
+    if (!q)
+        return -EINVAL;
+    int r = lock(q, false, MPX_FOREVER);
+    if (r < 0)
+        return r;
+    struct qstate ns = *state(q);
+    if (ns.unfinished == 0) {
+        unlock(q);
+        return MPX_ETOOMANY;
+    }
+    ns.unfinished--;
+    commit(q, &ns, "queue.task_done.staged");
+    if (ns.unfinished == 0)
+        wake_word(&q->sh->join_seq, &q->sh->join_flag, false);
+    return unlock(q);
+}
+
+int mpx_queue_join(mpx_queue *q, mpx_deadline_t deadline)
+{
+    if (!q)
+        return -EINVAL;
+    for (;;) {
+        int r = lock(q, false, deadline);
+        if (r < 0)
+            return r;
+        if (state(q)->unfinished == 0)
+            return unlock(q);
+        if (deadline != MPX_FOREVER && mpx__deadline_passed(deadline)) {
+            unlock(q);
+            return deadline == MPX_NOWAIT ? -EAGAIN : -ETIMEDOUT;
+        }
+        r = sleep_on(q, &q->sh->join_seq, &q->sh->join_flag, deadline);
+        if (r < 0)
+            return r;
+    }
+}
