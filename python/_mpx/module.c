@@ -53,8 +53,8 @@ static int mpx_exec(PyObject *m)
         !(st->PickleBuffer = PyObject_GetAttrString(pickle, "PickleBuffer")) ||
         !(st->Empty = PyObject_GetAttrString(queue, "Empty")) ||
         !(st->Full = PyObject_GetAttrString(queue, "Full")) ||
-        !(st->str_buffer_callback = PyUnicode_InternFromString("buffer_callback")) ||
-        !(st->str_buffers = PyUnicode_InternFromString("buffers")) ||
+        !(st->kw_buffer_callback = Py_BuildValue("(s)", "buffer_callback")) ||
+        !(st->kw_buffers = Py_BuildValue("(s)", "buffers")) ||
         !(st->protocol = PyLong_FromLong(5)))
         goto done;
     st->Error = PyErr_NewExceptionWithDoc(
@@ -99,8 +99,8 @@ static int mpx_clear(PyObject *m)
     Py_CLEAR(st->dumps);
     Py_CLEAR(st->loads);
     Py_CLEAR(st->PickleBuffer);
-    Py_CLEAR(st->str_buffer_callback);
-    Py_CLEAR(st->str_buffers);
+    Py_CLEAR(st->kw_buffer_callback);
+    Py_CLEAR(st->kw_buffers);
     Py_CLEAR(st->protocol);
     Py_CLEAR(st->fallback_dumps);
     return 0;

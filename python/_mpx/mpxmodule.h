@@ -16,8 +16,8 @@ typedef struct {
     PyObject *dumps;           /* pickle.dumps */
     PyObject *loads;           /* pickle.loads */
     PyObject *PickleBuffer;    /* pickle.PickleBuffer */
-    PyObject *str_buffer_callback; /* interned "buffer_callback" */
-    PyObject *str_buffers;     /* interned "buffers" */
+    PyObject *kw_buffer_callback; /* ("buffer_callback",), kwnames for dumps */
+    PyObject *kw_buffers;      /* ("buffers",), kwnames for loads */
     PyObject *protocol;        /* int 5 */
     PyObject *fallback_dumps;  /* borrowed lazily: multiprocessing.reduction.ForkingPickler.dumps */
 } mpx_state;

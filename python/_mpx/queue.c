@@ -138,12 +138,8 @@ static void encoded_done(encoded *e)
  * reducers know how to pickle). Returns a new reference or NULL. */
 static PyObject *pickle_obj(mpx_state *st, PyObject *obj, PyObject *append)
 {
-    PyObject *kw = PyTuple_Pack(1, st->str_buffer_callback);
-    if (!kw)
-        return NULL;
     PyObject *args[3] = {obj, st->protocol, append};
-    PyObject *data = PyObject_Vectorcall(st->dumps, args, 2, kw);
-    Py_DECREF(kw);
+    PyObject *data = PyObject_Vectorcall(st->dumps, args, 2, st->kw_buffer_callback);
     if (data || !st->fallback_dumps)
         return data;
     PyObject *et, *ev, *tb;
@@ -337,13 +333,8 @@ static PyObject *rebuild(mpx_state *st, PyObject *item)
     PyObject *main = PyTuple_GET_ITEM(item, 0), *bufs = PyTuple_GET_ITEM(item, 1);
     if (bufs == Py_None)
         return PyObject_CallOneArg(st->loads, main);
-    PyObject *kw = PyTuple_Pack(1, st->str_buffers);
-    if (!kw)
-        return NULL;
     PyObject *args[2] = {main, bufs};
-    PyObject *r = PyObject_Vectorcall(st->loads, args, 1, kw);
-    Py_DECREF(kw);
-    return r;
+    return PyObject_Vectorcall(st->loads, args, 1, st->kw_buffers);
 }
 
 /* ---------------------------------------------------------------------------------------
