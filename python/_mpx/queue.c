@@ -445,8 +445,11 @@ static int parse_block_timeout(PyObject *block_o, PyObject *timeout_o, int *bloc
     if (*block < 0)
         return -1;
     *dl = MPX_FOREVER;
-    if (*block && timeout_o && mpx_py_deadline(timeout_o, dl) < 0)
+    /* Like the stdlib's semaphores, the timeout is checked even when not blocking. */
+    if (timeout_o && mpx_py_deadline(timeout_o, dl) < 0)
         return -1;
+    if (!*block)
+        *dl = MPX_NOWAIT;
     return 0;
 }
 
@@ -528,8 +531,25 @@ static PyObject *Queue_get(QueueObject *self, PyObject *const *args, Py_ssize_t 
     PyObject *a[2] = {NULL, NULL};
     int block;
     mpx_deadline_t dl;
-    if (parse("get", args, nargs, kwnames, names, 0, 2, a) < 0 || check_open(self) < 0 ||
-        parse_block_timeout(a[0], a[1], &block, &dl) < 0)
+    if (parse("get", args, nargs, kwnames, names, 0, 2, a) < 0 || check_open(self) < 0)
+        return NULL;
+    PyObject *timeout = NULL;
+    int blocking = a[0] ? PyObject_IsTrue(a[0]) : 1;
+    if (blocking < 0)
+        return NULL;
+    if (blocking && a[1] && a[1] != Py_None && !PyFloat_CheckExact(a[1]) &&
+        !PyLong_CheckExact(a[1])) {
+        /* The stdlib computes `time.monotonic() + timeout`: give the same TypeError. */
+        PyObject *zero = PyFloat_FromDouble(0.0);
+        timeout = zero ? PyNumber_Add(zero, a[1]) : NULL;
+        Py_XDECREF(zero);
+        if (!timeout)
+            return NULL;
+        a[1] = timeout;
+    }
+    int r = parse_block_timeout(a[0], a[1], &block, &dl);
+    Py_XDECREF(timeout);
+    if (r < 0)
         return NULL;
     return get_one(self, block, dl);
 }

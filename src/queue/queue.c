@@ -12,9 +12,11 @@
  * visible through a single 32-bit store: the new state is written into the inactive one of
  * two state slots, then `cur` is flipped to it. A process killed before the flip changed
  * nothing that anyone can observe; a process killed after it has completed the operation.
- * Wake-ups are issued while the lock is still held, so a process that dies before waking
- * its sleepers necessarily dies holding the lock, and the next locker (which receives
- * EOWNERDEAD) wakes every sleeper as part of recovery.
+ * Wake-ups are issued while the lock is held and before the flip: a woken sleeper re-checks
+ * under the lock, so it either sees the completed operation or, if the waker died holding
+ * the lock (even right after its flip), receives EOWNERDEAD itself and wakes every other
+ * sleeper as part of recovery. (Waking after the flip would leave the sleepers asleep if the
+ * waker died in between and no other process ever took the lock again.)
  */
 #include <errno.h>
 #include <limits.h>
@@ -423,7 +425,10 @@ int mpx_queue_wait(mpx_queue *q, enum mpx_queue_event ev, uint64_t n, mpx_deadli
     if (!q || ev < MPX_QUEUE_NONEMPTY || ev > MPX_QUEUE_LOCKABLE)
         return -EINVAL;
     if (ev == MPX_QUEUE_LOCKABLE) {
-        int r = lock(q, false, deadline == MPX_NOWAIT ? mpx__now_ns() : deadline);
+        /* MPX_NOWAIT reports a busy lock as -EAGAIN, like every other MPX_NOWAIT call. */
+        int r = deadline == MPX_NOWAIT ? lock(q, true, MPX_NOWAIT) : lock(q, false, deadline);
+        if (r == -EBUSY)
+            return -EAGAIN;
         return r < 0 ? r : unlock(q);
     }
     if (ev == MPX_QUEUE_NONFULL && q->maxsize && n > q->maxsize)
@@ -558,9 +563,11 @@ static int put_locked(mpx_queue *q, const mpx_msgv *msgs, size_t n)
         ns.hiwater = ns.tail;
     ns.count += n;
     ns.unfinished += n;
+    /* Wake before the flip (see the top of this file): a sleeper must not depend on us
+     * surviving the commit. */
+    wake_word(&q->sh->nonempty_seq, &q->sh->nonempty_flag, false);
     commit(q, &ns, "queue.put.staged");
     MPX__FAULT("queue.put.committed");
-    wake_word(&q->sh->nonempty_seq, &q->sh->nonempty_flag, false);
     return 0;
 }
 
@@ -696,6 +703,8 @@ static int get_locked(mpx_queue *q, size_t max, mpx_queue_consume_fn fn, void *c
     bool release = drained && ns.hiwater > RETAIN_BYTES;
     if (release)
         ns.hiwater = 0;
+    if (q->maxsize) /* before the flip, as in put_locked */
+        wake_word(&q->sh->nonfull_seq, &q->sh->nonfull_flag, false);
     commit(q, &ns, "queue.get.staged");
     MPX__FAULT("queue.get.committed");
     if (release) {
@@ -703,8 +712,6 @@ static int get_locked(mpx_queue *q, size_t max, mpx_queue_consume_fn fn, void *c
          * there, so a death in the middle is harmless. */
         mpx__memfd_punch(q->fd, HEADER_SIZE + RETAIN_BYTES, ns.cap - RETAIN_BYTES);
     }
-    if (q->maxsize)
-        wake_word(&q->sh->nonfull_seq, &q->sh->nonfull_flag, false);
     return 0;
 }
 
@@ -832,9 +839,9 @@ int mpx_queue_close(mpx_queue *q)
     struct qstate ns = *state(q);
     if (!ns.closed) {
         ns.closed = 1;
-        commit(q, &ns, "queue.put.staged");
         wake_word(&q->sh->nonempty_seq, &q->sh->nonempty_flag, true);
         wake_word(&q->sh->nonfull_seq, &q->sh->nonfull_flag, true);
+        commit(q, &ns, "queue.put.staged");
     }
     return unlock(q);
 }
@@ -864,9 +871,9 @@ int mpx_queue_task_done(mpx_queue *q)
         return MPX_ETOOMANY;
     }
     ns.unfinished--;
-    commit(q, &ns, "queue.task_done.staged");
-    if (ns.unfinished == 0)
+    if (ns.unfinished == 0) /* before the flip, as in put_locked */
         wake_word(&q->sh->join_seq, &q->sh->join_flag, false);
+    commit(q, &ns, "queue.task_done.staged");
     return unlock(q);
 }
 
