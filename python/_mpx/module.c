@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "mpx/fault.h"
+#include "fastpickle.h"
 #include "mpxmodule.h"
 
 PyObject *mpx_py_error(mpx_state *st, int err)
@@ -124,6 +125,12 @@ static PyObject *fault_arm(PyObject *m, PyObject *args)
 }
 
 static PyMethodDef mpx_methods[] = {
+    {"_fast_dumps", mpx_fastpickle_test_dumps, METH_O,
+     "_fast_dumps(obj)\n--\n\nTesting only: the fast pickle encoder; NotImplemented when "
+     "obj is outside its subset."},
+    {"_fast_loads", mpx_fastpickle_test_loads, METH_O,
+     "_fast_loads(data)\n--\n\nTesting only: the fast pickle decoder; NotImplemented when "
+     "data is outside its subset."},
     {"_fault_arm", fault_arm, METH_VARARGS,
      "_fault_arm(point, countdown=0)\n--\n\nTesting only: arm a libmpx fault point (the "
      "process kills itself when it reaches it)."},

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "fastpickle.h"
 #include "mpxmodule.h"
 
 /* Messages up to this size are put while holding the GIL; larger ones are copied with the
@@ -171,6 +172,12 @@ static int encode(mpx_state *st, PyObject *obj, encoded *e)
         /* The payload itself is the message: no pickling, one copy in, one copy out. */
         kind = MPX_FRAME_BYTES;
         e->main = Py_NewRef(obj);
+    } else if ((e->main = mpx_fastpickle_dumps(obj)) != NULL) {
+        /* Small plain objects: a pickle stream written directly, without pickle's
+         * per-call set-up. Such objects never have out-of-band buffers. */
+        kind = MPX_FRAME_PICKLE;
+    } else if (PyErr_Occurred()) {
+        return -1;
     } else {
         kind = MPX_FRAME_PICKLE;
         if (!(bufs = PyList_New(0)))
@@ -331,8 +338,12 @@ static PyObject *rebuild(mpx_state *st, PyObject *item)
     if (PyBytes_CheckExact(item))
         return Py_NewRef(item);
     PyObject *main = PyTuple_GET_ITEM(item, 0), *bufs = PyTuple_GET_ITEM(item, 1);
-    if (bufs == Py_None)
+    if (bufs == Py_None) {
+        PyObject *obj = mpx_fastpickle_loads(PyBytes_AS_STRING(main), PyBytes_GET_SIZE(main));
+        if (obj || PyErr_Occurred())
+            return obj;
         return PyObject_CallOneArg(st->loads, main);
+    }
     PyObject *args[2] = {main, bufs};
     return PyObject_Vectorcall(st->loads, args, 1, st->kw_buffers);
 }
