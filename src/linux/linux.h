@@ -82,7 +82,8 @@ int mpx__pidfd_send_signal(int pidfd, int sig);
  * passes. 0 when exited, -ETIMEDOUT, -EINTR. */
 int mpx__pidfd_wait_exit(int pidfd, mpx_deadline_t deadline);
 
-/* 1 if the process is alive (not yet exited), 0 if it exited or does not exist, -errno. */
+/* 1 if the process exists (running, or exited but not yet reaped: a zombie still counts),
+ * 0 if it does not exist, -errno. */
 int mpx__pid_alive(pid_t pid);
 
 /* ---- eventfd ---- */

@@ -221,7 +221,8 @@ static void commit(mpx_queue *q, const struct qstate *ns, const char *staged_poi
     struct queue_shared *sh = q->sh;
     uint32_t next = (atomic_load_explicit(&sh->cur, memory_order_relaxed) & 1u) ^ 1u;
     sh->st[next] = *ns;
-    MPX__FAULT(staged_point);
+    if (staged_point)
+        MPX__FAULT(staged_point);
     atomic_store_explicit(&sh->cur, next, memory_order_release);
     atomic_store_explicit(&sh->count_hint, ns->count, memory_order_relaxed);
     atomic_store_explicit(&sh->closed_hint, ns->closed, memory_order_relaxed);
@@ -299,9 +300,11 @@ fail:
 
 int mpx_queue_attach(mpx_queue **out, int fd)
 {
-    if (!out || fd < 0)
-        return out ? -EBADF : -EINVAL;
+    if (!out)
+        return -EINVAL;
     *out = NULL;
+    if (fd < 0)
+        return -EBADF;
     if (mpx__memfd_check(fd) < 0)
         return MPX_EBADSEG;
     uint64_t fsize;
@@ -841,7 +844,7 @@ int mpx_queue_close(mpx_queue *q)
         ns.closed = 1;
         wake_word(&q->sh->nonempty_seq, &q->sh->nonempty_flag, true);
         wake_word(&q->sh->nonfull_seq, &q->sh->nonfull_flag, true);
-        commit(q, &ns, "queue.put.staged");
+        commit(q, &ns, NULL);
     }
     return unlock(q);
 }

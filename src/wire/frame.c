@@ -33,7 +33,7 @@ int mpx_frame_build(void *hdr, unsigned kind, const mpx_frame_part *parts, size_
                            (uint32_t)nparts, 0};
     unsigned char *p = hdr;
     memcpy(p, &h, sizeof h);
-    uint64_t *lens = (uint64_t *)(p + sizeof h);
+    unsigned char *lens = p + sizeof h;
     unsigned char *flags = p + sizeof h + 8 * nparts;
     memset(flags, 0, ALIGN8(nparts));
     int n = 0;
@@ -41,7 +41,8 @@ int mpx_frame_build(void *hdr, unsigned kind, const mpx_frame_part *parts, size_
     for (size_t i = 0; i < nparts; i++) {
         if (!parts[i].data && parts[i].len)
             return -EINVAL;
-        lens[i] = parts[i].len;
+        uint64_t l = parts[i].len;
+        memcpy(lens + 8 * i, &l, sizeof l); /* hdr need not be 8-byte aligned */
         flags[i] = parts[i].flags;
         if (parts[i].len)
             iov[n++] = (struct iovec){(void *)parts[i].data, parts[i].len};
