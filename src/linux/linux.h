@@ -86,6 +86,10 @@ int mpx__pidfd_wait_exit(int pidfd, mpx_deadline_t deadline);
  * 0 if it does not exist, -errno. */
 int mpx__pid_alive(pid_t pid);
 
+/* 1 if the process exists and has not exited (a zombie counts as exited), 0 if not,
+ * -errno. Reads /proc; falls back to mpx__pid_alive where /proc is unavailable. */
+int mpx__pid_running(pid_t pid);
+
 /* ---- eventfd ---- */
 
 int mpx__eventfd(unsigned initval, bool nonblock);

@@ -3,6 +3,8 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
+#include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "linux.h"
@@ -52,4 +54,25 @@ int mpx__pid_alive(pid_t pid)
     if (kill(pid, 0) == 0)
         return 1;
     return errno == ESRCH ? 0 : (errno == EPERM ? 1 : -errno);
+}
+
+int mpx__pid_running(pid_t pid)
+{
+    int r = mpx__pid_alive(pid);
+    if (r <= 0)
+        return r;
+    /* A zombie has exited: it will never finish anything it started. */
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return errno == ENOENT ? 0 : 1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *close_paren = strrchr(buf, ')');
+    if (!close_paren || close_paren[1] != ' ')
+        return 1;
+    char state = close_paren[2];
+    return state == 'Z' || state == 'X' ? 0 : 1;
 }

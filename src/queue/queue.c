@@ -38,9 +38,22 @@
 #define DEFAULT_CAPACITY (256u * 1024u)
 #define MIN_CAPACITY 4096u
 #define DEFAULT_SPIN_NS 50000u
-/* When the queue drains, pages of the ring beyond this many bytes go back to the system. */
+/* When the queue drains, pages of the ring beyond this many bytes, or beyond four times the
+ * largest put since the last release if that is more, go back to the system: memory taken
+ * by a backlog is returned, while a ring in steady use keeps its pages warm. */
 #define RETAIN_BYTES (32u * 1024u * 1024u)
 #define RECORD_HEAD 8u
+/* A put that finds the ring full waits up to this long for a consumer to make room before
+ * it grows the ring (see place()). Growing means fresh pages, which cost far more here than
+ * the copy itself, and a consumer that is taking messages frees room within this time. */
+#define GROW_GRACE_NS 2000000
+/* The ring grows without any wait until it holds this many bytes and two such puts. */
+#define GROW_FREELY_BYTES (1u << 20)
+#define MPX__EDEFER (-EINPROGRESS) /* internal: room may appear soon; wait, then retry */
+/* Puts of at least this many bytes copy without holding the lock (see reserve()). */
+#define RESERVE_BYTES (256u * 1024u)
+/* How often a put waiting behind another producer's reservation checks that it is alive. */
+#define RESV_CHECK_NS 50000000
 #define ALIGN8(x) (((x) + 7u) & ~(uint64_t)7u)
 
 struct qstate {
@@ -51,8 +64,15 @@ struct qstate {
     uint64_t count;      /* records (messages) held */
     uint64_t unfinished; /* puts not yet matched by task_done */
     uint64_t hiwater;    /* highest ring offset written since the last release of pages */
+    uint64_t max_put;    /* largest put (bytes of records) since the last release */
     uint32_t wrapped;    /* records occupy [head, wrap_end) then [0, tail) */
     uint32_t closed;
+    /* A large put in progress: [resv_off, resv_off + resv_len) is reserved at the end of the
+     * records (not counted) while its producer copies without the lock. */
+    uint64_t resv_off;
+    uint64_t resv_len; /* 0: no reservation */
+    uint32_t resv_pid; /* the producer copying */
+    uint32_t resv_gen; /* bumped by every reservation and cancellation */
 };
 
 struct queue_shared {
@@ -82,6 +102,8 @@ struct queue_shared {
     _Atomic uint32_t nonfull_flag;
     _Atomic uint32_t join_seq __attribute__((aligned(64)));
     _Atomic uint32_t join_flag;
+    _Atomic uint32_t resv_seq __attribute__((aligned(64)));
+    _Atomic uint32_t resv_flag;
 };
 
 _Static_assert(sizeof(struct queue_shared) <= HEADER_SIZE, "queue header exceeds one page");
@@ -123,6 +145,8 @@ static bool state_valid(const struct qstate *s, uint64_t maxsize)
         return false;
     if (maxsize && s->count > maxsize)
         return false;
+    if (s->resv_len && (s->resv_off > s->cap || s->resv_len > s->cap - s->resv_off))
+        return false;
     return s->wrapped <= 1 && s->closed <= 1;
 }
 
@@ -138,6 +162,7 @@ static void recover(mpx_queue *q)
     wake_word(&sh->nonempty_seq, &sh->nonempty_flag, true);
     wake_word(&sh->nonfull_seq, &sh->nonfull_flag, true);
     wake_word(&sh->join_seq, &sh->join_flag, true);
+    wake_word(&sh->resv_seq, &sh->resv_flag, true);
 }
 
 /* Maps at least `cap` bytes of ring. Called with the lock held. */
@@ -476,7 +501,7 @@ static uint64_t msg_len(const mpx_msgv *m)
 
 /* Finds room for `need` contiguous bytes in the ring, growing it if necessary. Updates *ns
  * (the staged state) and returns the offset, or a negative error. Called with the lock. */
-static int64_t place(mpx_queue *q, struct qstate *ns, uint64_t need)
+static int64_t place(mpx_queue *q, struct qstate *ns, uint64_t need, bool may_defer)
 {
     if (ns->count == 0) { /* start from the bottom: keeps the ring compact */
         ns->head = ns->tail = ns->wrap_end = 0;
@@ -494,6 +519,11 @@ static int64_t place(mpx_queue *q, struct qstate *ns, uint64_t need)
     } else if (need <= ns->head - ns->tail) {
         return (int64_t)ns->tail;
     }
+
+    /* The ring is full. If it is already roomy compared with this put, prefer to let a
+     * consumer free space: the caller waits a moment (GROW_GRACE_NS) and retries. */
+    if (may_defer && ns->count > 0 && ns->cap >= 2 * need && ns->cap >= GROW_FREELY_BYTES)
+        return MPX__EDEFER;
 
     /* Grow. Wrapped records are made linear by copying the lower part [0, tail) to just
      * above wrap_end, into space that is free in the committed state: a death during the
@@ -545,33 +575,117 @@ static unsigned char *write_record(unsigned char *dst, const mpx_msgv *m, uint64
     return dst + (ALIGN8(len) - len);
 }
 
-static int put_locked(mpx_queue *q, const mpx_msgv *msgs, size_t n)
+static int batch_need(const mpx_msgv *msgs, size_t n, uint64_t *need)
 {
-    struct qstate ns = *state(q);
-    uint64_t need = 0;
+    uint64_t total = 0;
     for (size_t i = 0; i < n; i++) {
         uint64_t l = msg_len(&msgs[i]);
-        if (l > ((uint64_t)1 << 45))
+        if (l > ((uint64_t)1 << 45) || n > ((uint64_t)1 << 30))
             return MPX_ETOOBIG;
-        need += record_size(l);
+        total += record_size(l);
     }
-    int64_t off = place(q, &ns, need);
-    if (off < 0)
-        return (int)off;
-    unsigned char *dst = q->data + off;
+    *need = total;
+    return 0;
+}
+
+static void write_records(unsigned char *dst, const mpx_msgv *msgs, size_t n)
+{
     for (size_t i = 0; i < n; i++)
         dst = write_record(dst, &msgs[i], msg_len(&msgs[i]), i == 0);
-    ns.tail = (uint64_t)off + need;
-    if (ns.tail > ns.hiwater)
-        ns.hiwater = ns.tail;
-    ns.count += n;
-    ns.unfinished += n;
+}
+
+/* Counts n records ending at `end` as put, and commits. Called with the lock. */
+static void publish(mpx_queue *q, struct qstate *ns, size_t n, uint64_t need, uint64_t end)
+{
+    if (need > ns->max_put)
+        ns->max_put = need;
+    if (end > ns->hiwater)
+        ns->hiwater = end;
+    ns->count += n;
+    ns->unfinished += n;
     /* Wake before the flip (see the top of this file): a sleeper must not depend on us
      * surviving the commit. */
     wake_word(&q->sh->nonempty_seq, &q->sh->nonempty_flag, false);
-    commit(q, &ns, "queue.put.staged");
+    commit(q, ns, "queue.put.staged");
     MPX__FAULT("queue.put.committed");
+}
+
+/* A small put, copied under the lock. */
+static int put_locked(mpx_queue *q, const mpx_msgv *msgs, size_t n, uint64_t need,
+                      bool may_defer)
+{
+    struct qstate ns = *state(q);
+    int64_t off = place(q, &ns, need, may_defer);
+    if (off < 0)
+        return (int)off;
+    write_records(q->data + off, msgs, n);
+    ns.tail = (uint64_t)off + need;
+    publish(q, &ns, n, need, ns.tail);
     return 0;
+}
+
+/* A large put copies its bytes without holding the lock, so that a consumer can copy the
+ * previous message out at the same time. Under the lock it reserves room at the end of the
+ * records (committed, but not counted: consumers never reach it); it copies; then, under
+ * the lock again, it counts the records. While a reservation is pending every other put
+ * waits for it (FIFO order is the order of reservations). A producer that dies while
+ * copying leaves a reservation whose owner is gone: the next put cancels it, which undoes
+ * it entirely (tail goes back to where the reservation began). */
+static int reserve(mpx_queue *q, uint64_t need, bool may_defer, uint64_t *off, uint32_t *gen)
+{
+    struct qstate ns = *state(q);
+    int64_t o = place(q, &ns, need, may_defer);
+    if (o < 0)
+        return (int)o;
+    ns.tail = (uint64_t)o + need;
+    if (ns.tail > ns.hiwater)
+        ns.hiwater = ns.tail;
+    ns.resv_off = (uint64_t)o;
+    ns.resv_len = need;
+    ns.resv_pid = (uint32_t)getpid();
+    ns.resv_gen++;
+    commit(q, &ns, NULL);
+    *off = (uint64_t)o;
+    *gen = ns.resv_gen;
+    return 0;
+}
+
+/* Takes back a reservation whose producer died. Called with the lock. */
+static void cancel_reservation(mpx_queue *q)
+{
+    struct qstate ns = *state(q);
+    ns.tail = ns.resv_off;
+    ns.resv_len = 0;
+    ns.resv_gen++;
+    wake_word(&q->sh->resv_seq, &q->sh->resv_flag, true);
+    commit(q, &ns, NULL);
+}
+
+/* With the lock held and a reservation pending: waits (unlocking) for it to finish, or
+ * cancels it if its producer is gone. Returns 0 to retry, or a negative error. */
+static int wait_reservation(mpx_queue *q, bool try, mpx_deadline_t deadline)
+{
+    struct qstate *s = state(q);
+    pid_t owner = (pid_t)s->resv_pid;
+    if (owner != getpid() && mpx__pid_running(owner) == 0) {
+        cancel_reservation(q);
+        unlock(q);
+        return 0;
+    }
+    if (try) {
+        unlock(q);
+        return -EBUSY;
+    }
+    if (deadline != MPX_FOREVER && deadline != MPX_NOWAIT && mpx__deadline_passed(deadline)) {
+        unlock(q);
+        return -ETIMEDOUT;
+    }
+    /* The reservation ends within the time of one copy; wake up now and then to check
+     * that its producer is still alive. */
+    mpx_deadline_t check = mpx__now_ns() + RESV_CHECK_NS;
+    mpx_deadline_t until = deadline == MPX_NOWAIT || deadline > check ? check : deadline;
+    int r = sleep_on(q, &q->sh->resv_seq, &q->sh->resv_flag, until);
+    return r == -ETIMEDOUT ? 0 : r;
 }
 
 static int put_common(mpx_queue *q, const mpx_msgv *msgs, size_t n, unsigned flags,
@@ -579,9 +693,17 @@ static int put_common(mpx_queue *q, const mpx_msgv *msgs, size_t n, unsigned fla
 {
     if (q->maxsize && n > q->maxsize)
         return MPX_ETOOBIG;
+    uint64_t need;
+    int r = batch_need(msgs, n, &need);
+    if (r < 0)
+        return r;
     bool try = flags & MPX_QUEUE_TRYLOCK;
+    bool large = need >= RESERVE_BYTES && !try;
+    /* Until when this put may wait for a consumer instead of growing the ring: never for
+     * a call that must not wait, else a short grace period (set on the first full ring). */
+    mpx_deadline_t grace = deadline == MPX_NOWAIT ? MPX_NOWAIT : MPX_FOREVER;
     for (;;) {
-        int r = lock(q, try, deadline);
+        r = lock(q, try, deadline);
         if (r < 0)
             return r;
         MPX__FAULT("queue.put.locked");
@@ -590,10 +712,51 @@ static int put_common(mpx_queue *q, const mpx_msgv *msgs, size_t n, unsigned fla
             unlock(q);
             return MPX_ECLOSED;
         }
+        if (s->resv_len) {
+            if ((r = wait_reservation(q, try, deadline)) < 0)
+                return r;
+            continue;
+        }
         if (!q->maxsize || s->count + n <= q->maxsize) {
-            r = put_locked(q, msgs, n);
+            bool may_defer = grace == MPX_FOREVER || !mpx__deadline_passed(grace);
+            uint64_t off = 0;
+            uint32_t gen = 0;
+            r = large ? reserve(q, need, may_defer, &off, &gen)
+                      : put_locked(q, msgs, n, need, may_defer);
+            if (r == MPX__EDEFER) {
+                if (try) { /* the caller holds a lock of its own: it must wait elsewhere */
+                    unlock(q);
+                    return -EBUSY;
+                }
+                if (grace == MPX_FOREVER)
+                    grace = mpx__now_ns() + GROW_GRACE_NS;
+                mpx_deadline_t until = deadline < grace ? deadline : grace;
+                r = sleep_on(q, &q->sh->nonfull_seq, &q->sh->nonfull_flag, until);
+                if (r == -EINTR)
+                    return r;
+                if (r == -ETIMEDOUT)
+                    grace = MPX_NOWAIT; /* grow on the next round */
+                continue;
+            }
             unlock(q);
-            return r;
+            if (r < 0 || !large)
+                return r;
+            /* The mapping cannot move while the reservation stands: only a producer grows
+             * the ring, and every producer waits for the reservation. */
+            write_records(q->data + off, msgs, n);
+            if ((r = lock(q, false, MPX_FOREVER)) < 0)
+                return r;
+            struct qstate ns = *state(q);
+            if (ns.resv_len && ns.resv_gen == gen) {
+                ns.resv_len = 0;
+                wake_word(&q->sh->resv_seq, &q->sh->resv_flag, false);
+                publish(q, &ns, n, need, off + need);
+                unlock(q);
+                return 0;
+            }
+            /* Cancelled: another process took us for dead. Put again from the start. */
+            unlock(q);
+            continue;
         }
         if (try || (deadline != MPX_FOREVER && mpx__deadline_passed(deadline))) {
             unlock(q);
@@ -697,23 +860,28 @@ static int get_locked(mpx_queue *q, size_t max, mpx_queue_consume_fn fn, void *c
     *got = k;
     if (k == 0)
         return err;
-    bool drained = ns.count == 0;
+    /* Drained: start again from the bottom, unless a reservation lies beyond the records. */
+    bool drained = ns.count == 0 && ns.resv_len == 0;
     if (drained) {
         ns.head = ns.tail = 0;
         ns.wrapped = 0;
         ns.wrap_end = 0;
     }
-    bool release = drained && ns.hiwater > RETAIN_BYTES;
+    uint64_t retain = RETAIN_BYTES;
+    if (ns.max_put <= ns.cap / 4 && 4 * ns.max_put > retain)
+        retain = (4 * ns.max_put + 4095) & ~(uint64_t)4095;
+    bool release = drained && ns.hiwater > retain && ns.cap > retain;
     if (release)
-        ns.hiwater = 0;
-    if (q->maxsize) /* before the flip, as in put_locked */
-        wake_word(&q->sh->nonfull_seq, &q->sh->nonfull_flag, false);
+        ns.hiwater = ns.max_put = 0;
+    /* Before the flip, as in put_locked. Also for unbounded queues: a put may be waiting
+     * for room before growing the ring. */
+    wake_word(&q->sh->nonfull_seq, &q->sh->nonfull_flag, false);
     commit(q, &ns, "queue.get.staged");
     MPX__FAULT("queue.get.committed");
     if (release) {
-        /* The ring is empty: give the pages above RETAIN_BYTES back. Nothing committed lives
+        /* The ring is empty: give the pages above `retain` back. Nothing committed lives
          * there, so a death in the middle is harmless. */
-        mpx__memfd_punch(q->fd, HEADER_SIZE + RETAIN_BYTES, ns.cap - RETAIN_BYTES);
+        mpx__memfd_punch(q->fd, HEADER_SIZE + retain, ns.cap - retain);
     }
     return 0;
 }

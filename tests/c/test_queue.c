@@ -2365,6 +2365,46 @@ TEST(random_sigkill_of_blocked_and_busy_processes)
     mpx_queue_destroy(q);
 }
 
+TEST(large_put_reservation_of_dead_producer_is_cancelled)
+{
+    /* A large put copies outside the lock behind a reservation. The producer is killed
+     * mid-copy and left unreaped (a zombie) while a second producer is blocked behind the
+     * reservation: the second producer must notice the death, cancel the reservation and
+     * go on, and the consumer must see only whole messages, in order. */
+    mpx_queue *q = qnew(0, 0);
+    prefill(q, 1, 2, 100);
+    pid_t dead = th_fork();
+    if (dead == 0) {
+        mpx_fault_arm("queue.put.copied", 0);
+        put_msg(q, 2, 0, 3 << 20, MPX_FOREVER);
+        _exit(99); /* not reached */
+    }
+    /* Let the first producer reach its reservation, then start the second. */
+    int64_t until = mpx_now() + 10000000000LL;
+    for (;;) {
+        siginfo_t si = {0};
+        if (waitid(P_PID, (id_t)dead, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == dead)
+            break; /* killed, still a zombie: WNOWAIT leaves it unreaped */
+        ASSERT_MSG(mpx_now() < until, "the first producer never reached its fault point");
+        usleep(1000);
+    }
+    pid_t second = th_fork();
+    if (second == 0) {
+        int r = put_msg(q, 3, 0, 1 << 20, mpx_deadline_in(20000000000LL));
+        _exit(r == 0 ? 0 : 1);
+    }
+    th_wait_ok(second, 20);
+    th_wait_signaled(dead, SIGKILL, 5);
+    ASSERT_EQ_INT(qsize(q), 3);
+    expect_msg(q, 1, 0, MPX_NOWAIT);
+    expect_msg(q, 1, 1, MPX_NOWAIT);
+    expect_msg(q, 3, 0, MPX_NOWAIT);
+    ASSERT_EQ_INT(qsize(q), 0);
+    ASSERT_OK(put_msg(q, 4, 0, 3 << 20, MPX_NOWAIT));
+    expect_msg(q, 4, 0, MPX_NOWAIT);
+    mpx_queue_destroy(q);
+}
+
 TEST_LIST_START
 TEST_ENTRY(create_and_defaults)
 TEST_ENTRY(null_and_bad_arguments)
@@ -2416,6 +2456,7 @@ TEST_ENTRY(fault_wait_flagged)
 TEST_ENTRY(fault_put_committed_wakes_sleeping_consumer)
 TEST_ENTRY(fault_get_committed_wakes_sleeping_producer)
 TEST_ENTRY(fault_put_staged_keeps_consumer_asleep)
+TEST_ENTRY(large_put_reservation_of_dead_producer_is_cancelled)
 TEST_ENTRY_TIMEOUT(random_sigkill_during_traffic, 60)
 TEST_ENTRY_TIMEOUT(random_sigkill_of_blocked_and_busy_processes, 60)
 TEST_LIST_END
