@@ -65,7 +65,7 @@ static int mpx_exec(PyObject *m)
         PyExc_OSError, NULL);
     if (!st->Error || PyModule_AddObjectRef(m, "Error", st->Error) < 0)
         goto done;
-    if (mpx_queue_type_init(m, st) < 0)
+    if (mpx_buffer_type_init(m, st) < 0 || mpx_queue_type_init(m, st) < 0)
         goto done;
     if (PyModule_AddStringConstant(m, "version", mpx_version()) < 0)
         goto done;
@@ -80,6 +80,7 @@ static int mpx_traverse(PyObject *m, visitproc visit, void *arg)
 {
     mpx_state *st = PyModule_GetState(m);
     Py_VISIT(st->QueueType);
+    Py_VISIT(st->BufferType);
     Py_VISIT(st->Error);
     Py_VISIT(st->Empty);
     Py_VISIT(st->Full);
@@ -94,6 +95,7 @@ static int mpx_clear(PyObject *m)
 {
     mpx_state *st = PyModule_GetState(m);
     Py_CLEAR(st->QueueType);
+    Py_CLEAR(st->BufferType);
     Py_CLEAR(st->Error);
     Py_CLEAR(st->Empty);
     Py_CLEAR(st->Full);

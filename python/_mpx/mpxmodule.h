@@ -10,6 +10,7 @@
 /* Per-module state. Every PyObject * here is a strong reference owned by the module. */
 typedef struct {
     PyObject *QueueType;       /* _mpx.Queue, a heap type */
+    PyObject *BufferType;      /* _mpx.Buffer, a heap type */
     PyObject *Error;           /* _mpx.Error(OSError) */
     PyObject *Empty;           /* queue.Empty */
     PyObject *Full;            /* queue.Full */
@@ -33,5 +34,9 @@ int mpx_py_deadline(PyObject *timeout, mpx_deadline_t *deadline);
 extern struct PyModuleDef mpx_module_def;
 
 int mpx_queue_type_init(PyObject *module, mpx_state *st);
+int mpx_buffer_type_init(PyObject *module, mpx_state *st);
+
+/* A new _mpx.Buffer holding a copy of src[0..len). */
+PyObject *mpx_buffer_from(mpx_state *st, const void *src, size_t len);
 
 #endif

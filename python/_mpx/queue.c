@@ -263,10 +263,15 @@ typedef struct {
     int err;         /* a frame that could not be decoded */
 } decoder;
 
-static PyObject *copy_part(const mpx_frame_part *p, int as_bytes)
+/* Out-of-band buffers this large are rebuilt in an _mpx.Buffer (see buffer.c). */
+#define LARGE_BUFFER (1u << 20)
+
+static PyObject *copy_part(mpx_state *st, const mpx_frame_part *p, int as_bytes)
 {
     if (as_bytes)
         return PyBytes_FromStringAndSize(p->data, (Py_ssize_t)p->len);
+    if (p->len >= LARGE_BUFFER)
+        return mpx_buffer_from(st, p->data, p->len);
     return PyByteArray_FromStringAndSize(p->data, (Py_ssize_t)p->len);
 }
 
@@ -293,7 +298,7 @@ static int consume(void *ctx, const void *msg, size_t len)
             d->err = r;
             return 0;
         }
-        item = copy_part(&p, 1);
+        item = copy_part(d->st, &p, 1);
     } else {
         mpx_frame_part inl[INLINE_PARTS + 1], *parts = inl;
         if (nparts > INLINE_PARTS + 1 && !(parts = PyMem_Calloc(nparts, sizeof *parts)))
@@ -304,12 +309,12 @@ static int consume(void *ctx, const void *msg, size_t len)
             d->err = r;
             return 0;
         }
-        PyObject *main = copy_part(&parts[0], 1);
+        PyObject *main = copy_part(d->st, &parts[0], 1);
         PyObject *bufs = nparts > 1 ? PyTuple_New((Py_ssize_t)nparts - 1) : Py_NewRef(Py_None);
         if (main && bufs) {
             size_t i;
             for (i = 1; i < nparts; i++) {
-                PyObject *b = copy_part(&parts[i], parts[i].flags & MPX_FRAME_READONLY);
+                PyObject *b = copy_part(d->st, &parts[i], parts[i].flags & MPX_FRAME_READONLY);
                 if (!b)
                     break;
                 PyTuple_SET_ITEM(bufs, (Py_ssize_t)i - 1, b);
