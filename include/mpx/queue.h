@@ -96,9 +96,13 @@ MPX_API int mpx_queue_put_many_ex(mpx_queue *q, const mpx_msgv *msgs, size_t n, 
  * -ENOMEM (the message stays in the queue). */
 MPX_API int mpx_queue_get(mpx_queue *q, void **data, size_t *len, mpx_deadline_t deadline);
 
-/* Called with the message bytes while the queue is locked; the bytes are valid only during
- * the call. Return 0 to consume the message, or a negative code to leave it in the queue
- * and make the get return that code. Must not call back into the same queue. */
+/* Called with the message bytes; the bytes are valid only during the call. Messages under
+ * 256 KiB are handed over while the queue is locked; larger ones without the lock, the
+ * message being claimed meanwhile (docs/queue.md). Return 0 to consume the message, or a
+ * negative code to leave it in the queue and make the get return that code. Must not call
+ * back into the same queue. For a large message the get may return -ECANCELED after `fn`
+ * succeeded: the claim was taken back (its process was presumed dead) and the message is
+ * still queued; discard what `fn` produced and get again. */
 typedef int (*mpx_queue_consume_fn)(void *ctx, const void *msg, size_t len);
 
 /* Gets the oldest message by handing it to `fn` (zero-copy for the reader: `fn` copies it
@@ -117,7 +121,7 @@ MPX_API int mpx_queue_get_many_with(mpx_queue *q, size_t max, mpx_queue_consume_
 enum mpx_queue_event {
     MPX_QUEUE_NONEMPTY = 1, /* at least one message is queued, or the queue is closed */
     MPX_QUEUE_NONFULL = 2,  /* there is room for `n` more messages, or the queue is closed */
-    MPX_QUEUE_LOCKABLE = 3, /* the internal lock was free at some instant */
+    MPX_QUEUE_LOCKABLE = 3, /* the internal lock was free, with no large get in progress */
 };
 
 /* Waits, without consuming anything, until `event` holds or `deadline` passes (-ETIMEDOUT).

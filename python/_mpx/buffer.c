@@ -92,7 +92,12 @@ PyObject *mpx_buffer_from(mpx_state *st, const void *src, size_t len)
     uintptr_t start = round_up((uintptr_t)b->mem.base, HUGE_PAGE);
     b->data = (void *)start;
     b->len = (Py_ssize_t)len;
-    memcpy(b->data, src, len);
+    void *dst = b->data;
+    /* Large messages are consumed without the queue lock (libmpx claims them), so the copy
+     * can run without the GIL too. */
+    Py_BEGIN_ALLOW_THREADS
+    memcpy(dst, src, len);
+    Py_END_ALLOW_THREADS
     return (PyObject *)b;
 }
 

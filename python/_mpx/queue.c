@@ -268,11 +268,21 @@ typedef struct {
 
 static PyObject *copy_part(mpx_state *st, const mpx_frame_part *p, int as_bytes)
 {
-    if (as_bytes)
-        return PyBytes_FromStringAndSize(p->data, (Py_ssize_t)p->len);
-    if (p->len >= LARGE_BUFFER)
+    if (p->len < LARGE_BUFFER)
+        return as_bytes ? PyBytes_FromStringAndSize(p->data, (Py_ssize_t)p->len)
+                        : PyByteArray_FromStringAndSize(p->data, (Py_ssize_t)p->len);
+    if (!as_bytes)
         return mpx_buffer_from(st, p->data, p->len);
-    return PyByteArray_FromStringAndSize(p->data, (Py_ssize_t)p->len);
+    /* A large message is consumed without the queue lock (libmpx claims it), so the copy
+     * can also run without the GIL. */
+    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)p->len);
+    if (b) {
+        char *dst = PyBytes_AS_STRING(b);
+        Py_BEGIN_ALLOW_THREADS
+        memcpy(dst, p->data, p->len);
+        Py_END_ALLOW_THREADS
+    }
+    return b;
 }
 
 static int consume(void *ctx, const void *msg, size_t len)
@@ -376,8 +386,15 @@ static int fetch(QueueObject *self, size_t max, int block, mpx_deadline_t deadli
     mpx_state *st = self->st;
     for (;;) {
         size_t got;
+        Py_ssize_t before = PyList_GET_SIZE(d->items);
         int r = mpx_queue_get_many_with(self->q, max, consume, d, &got, MPX_QUEUE_TRYLOCK,
                                         MPX_NOWAIT);
+        if (r == -ECANCELED) {
+            /* The message was given back to the queue meanwhile: drop our copy, retry. */
+            if (PyList_SetSlice(d->items, before, PyList_GET_SIZE(d->items), NULL) < 0)
+                return -1;
+            continue;
+        }
         if (r == 0) {
             if (d->err) {
                 mpx_py_error(st, d->err);

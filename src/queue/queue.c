@@ -32,6 +32,10 @@
 #include "mpx/error.h"
 #include "mpx/queue.h"
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+
 #define QUEUE_MAGIC 0x5158504du /* "MPXQ" */
 #define QUEUE_VERSION 1u
 #define HEADER_SIZE 4096u
@@ -54,6 +58,8 @@
 #define RESERVE_BYTES (256u * 1024u)
 /* How often a put waiting behind another producer's reservation checks that it is alive. */
 #define RESV_CHECK_NS 50000000
+/* Gets of messages at least this large copy without holding the lock (see get_claimed()). */
+#define CLAIM_BYTES (256u * 1024u)
 #define ALIGN8(x) (((x) + 7u) & ~(uint64_t)7u)
 
 struct qstate {
@@ -73,6 +79,12 @@ struct qstate {
     uint64_t resv_len; /* 0: no reservation */
     uint32_t resv_pid; /* the producer copying */
     uint32_t resv_gen; /* bumped by every reservation and cancellation */
+    /* A large get in progress: the record at claim_off (the head) is being copied out by a
+     * consumer without the lock; it stays counted and in place until the get finishes. */
+    uint64_t claim_off;
+    uint64_t claim_len; /* 0: no claim */
+    uint32_t claim_pid;
+    uint32_t claim_gen;
 };
 
 struct queue_shared {
@@ -104,6 +116,8 @@ struct queue_shared {
     _Atomic uint32_t join_flag;
     _Atomic uint32_t resv_seq __attribute__((aligned(64)));
     _Atomic uint32_t resv_flag;
+    _Atomic uint32_t claim_seq __attribute__((aligned(64)));
+    _Atomic uint32_t claim_flag;
 };
 
 _Static_assert(sizeof(struct queue_shared) <= HEADER_SIZE, "queue header exceeds one page");
@@ -115,6 +129,16 @@ struct mpx_queue {
     uint64_t map_cap;         /* bytes mapped at data; changed under the shared lock */
     uint64_t maxsize;         /* copy of sh->maxsize */
     uint32_t spin_ns;         /* copy of sh->spin_ns */
+    /* Copies in progress outside the lock (large puts and gets) in this process, and
+     * mappings that a growth replaced meanwhile: they stay mapped until no copy uses them.
+     * Both are changed under the shared lock only. */
+    int pins;
+    uint64_t grew_from; /* set by place() when it grows the ring: the old capacity */
+    int nretired;
+    struct {
+        void *p;
+        uint64_t len;
+    } retired[8];
 };
 
 /* ---------------------------------------------------------------------------------------
@@ -147,6 +171,8 @@ static bool state_valid(const struct qstate *s, uint64_t maxsize)
         return false;
     if (s->resv_len && (s->resv_off > s->cap || s->resv_len > s->cap - s->resv_off))
         return false;
+    if (s->claim_len && (s->claim_off != s->head || s->count == 0))
+        return false;
     return s->wrapped <= 1 && s->closed <= 1;
 }
 
@@ -163,6 +189,7 @@ static void recover(mpx_queue *q)
     wake_word(&sh->nonfull_seq, &sh->nonfull_flag, true);
     wake_word(&sh->join_seq, &sh->join_flag, true);
     wake_word(&sh->resv_seq, &sh->resv_flag, true);
+    wake_word(&sh->claim_seq, &sh->claim_flag, true);
 }
 
 /* Maps at least `cap` bytes of ring. Called with the lock held. */
@@ -178,15 +205,37 @@ static int ensure_map(mpx_queue *q, uint64_t cap)
     if (fsize < HEADER_SIZE || cap > fsize - HEADER_SIZE)
         return MPX_EBADSEG;
     void *p;
-    if (q->data)
-        p = mremap(q->data, q->map_cap, cap, MREMAP_MAYMOVE);
-    else
+    if (q->data && q->pins > 0 && q->nretired < 8) {
+        /* A copy outside the lock is using the current mapping: leave it in place. */
         p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED, q->fd, HEADER_SIZE);
+        if (p != MAP_FAILED) {
+            q->retired[q->nretired].p = q->data;
+            q->retired[q->nretired].len = q->map_cap;
+            q->nretired++;
+        }
+    } else if (q->data && q->pins > 0) {
+        return -EAGAIN; /* too many growths during one copy; the caller retries later */
+    } else if (q->data) {
+        p = mremap(q->data, q->map_cap, cap, MREMAP_MAYMOVE);
+    } else {
+        p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED, q->fd, HEADER_SIZE);
+    }
     if (p == MAP_FAILED)
         return -errno;
     q->data = p;
     q->map_cap = cap;
     return 0;
+}
+
+/* A copy outside the lock ended. Called with the lock held. */
+static void unpin(mpx_queue *q)
+{
+    if (--q->pins > 0)
+        return;
+    while (q->nretired > 0) {
+        q->nretired--;
+        munmap(q->retired[q->nretired].p, q->retired[q->nretired].len);
+    }
 }
 
 static int unlock(mpx_queue *q)
@@ -377,6 +426,8 @@ void mpx_queue_destroy(mpx_queue *q)
         return;
     if (q->data)
         munmap(q->data, q->map_cap);
+    for (int i = 0; i < q->nretired; i++)
+        munmap(q->retired[i].p, q->retired[i].len);
     if (q->sh)
         munmap(q->sh, HEADER_SIZE);
     if (q->fd >= 0)
@@ -448,16 +499,29 @@ static bool holds_locked(mpx_queue *q, enum mpx_queue_event ev, uint64_t n)
     return !q->maxsize || s->count + n <= q->maxsize;
 }
 
+static int wait_claim(mpx_queue *q, bool try, mpx_deadline_t deadline);
+
 int mpx_queue_wait(mpx_queue *q, enum mpx_queue_event ev, uint64_t n, mpx_deadline_t deadline)
 {
     if (!q || ev < MPX_QUEUE_NONEMPTY || ev > MPX_QUEUE_LOCKABLE)
         return -EINVAL;
     if (ev == MPX_QUEUE_LOCKABLE) {
         /* MPX_NOWAIT reports a busy lock as -EAGAIN, like every other MPX_NOWAIT call. */
-        int r = deadline == MPX_NOWAIT ? lock(q, true, MPX_NOWAIT) : lock(q, false, deadline);
-        if (r == -EBUSY)
-            return -EAGAIN;
-        return r < 0 ? r : unlock(q);
+        for (;;) {
+            int r = deadline == MPX_NOWAIT ? lock(q, true, MPX_NOWAIT) : lock(q, false, deadline);
+            if (r == -EBUSY)
+                return -EAGAIN;
+            if (r < 0)
+                return r;
+            if (!state(q)->claim_len)
+                return unlock(q);
+            if (deadline == MPX_NOWAIT) {
+                unlock(q);
+                return -EAGAIN;
+            }
+            if ((r = wait_claim(q, false, deadline)) < 0)
+                return r;
+        }
     }
     if (ev == MPX_QUEUE_NONFULL && q->maxsize && n > q->maxsize)
         return MPX_ETOOBIG;
@@ -545,6 +609,8 @@ static int64_t place(mpx_queue *q, struct qstate *ns, uint64_t need, bool may_de
         ns->wrapped = 0;
         ns->wrap_end = 0;
     }
+    if (!q->grew_from)
+        q->grew_from = ns->cap;
     ns->cap = nc;
     MPX__FAULT("queue.put.grown");
     return (int64_t)ns->tail;
@@ -661,14 +727,25 @@ static void cancel_reservation(mpx_queue *q)
     commit(q, &ns, NULL);
 }
 
-/* With the lock held and a reservation pending: waits (unlocking) for it to finish, or
- * cancels it if its producer is gone. Returns 0 to retry, or a negative error. */
-static int wait_reservation(mpx_queue *q, bool try, mpx_deadline_t deadline)
+/* Gives a claimed message back to the queue after its consumer died. With the lock. */
+static void cancel_claim(mpx_queue *q)
 {
-    struct qstate *s = state(q);
-    pid_t owner = (pid_t)s->resv_pid;
+    struct qstate ns = *state(q);
+    ns.claim_len = 0;
+    ns.claim_gen++;
+    wake_word(&q->sh->claim_seq, &q->sh->claim_flag, true);
+    commit(q, &ns, NULL);
+}
+
+/* With the lock held and another process's copy outside the lock pending (a reservation or
+ * a claim, owned by `owner`): waits (unlocking) for it to finish, or cancels it if its
+ * owner is gone. Returns 0 to retry, or a negative error. */
+static int wait_copier(mpx_queue *q, pid_t owner, void (*cancel)(mpx_queue *),
+                       _Atomic uint32_t *seq, _Atomic uint32_t *flag, bool try,
+                       mpx_deadline_t deadline)
+{
     if (owner != getpid() && mpx__pid_running(owner) == 0) {
-        cancel_reservation(q);
+        cancel(q);
         unlock(q);
         return 0;
     }
@@ -684,8 +761,20 @@ static int wait_reservation(mpx_queue *q, bool try, mpx_deadline_t deadline)
      * that its producer is still alive. */
     mpx_deadline_t check = mpx__now_ns() + RESV_CHECK_NS;
     mpx_deadline_t until = deadline == MPX_NOWAIT || deadline > check ? check : deadline;
-    int r = sleep_on(q, &q->sh->resv_seq, &q->sh->resv_flag, until);
+    int r = sleep_on(q, seq, flag, until);
     return r == -ETIMEDOUT ? 0 : r;
+}
+
+static int wait_reservation(mpx_queue *q, bool try, mpx_deadline_t deadline)
+{
+    return wait_copier(q, (pid_t)state(q)->resv_pid, cancel_reservation, &q->sh->resv_seq,
+                       &q->sh->resv_flag, try, deadline);
+}
+
+static int wait_claim(mpx_queue *q, bool try, mpx_deadline_t deadline)
+{
+    return wait_copier(q, (pid_t)state(q)->claim_pid, cancel_claim, &q->sh->claim_seq,
+                       &q->sh->claim_flag, try, deadline);
 }
 
 static int put_common(mpx_queue *q, const mpx_msgv *msgs, size_t n, unsigned flags,
@@ -738,14 +827,26 @@ static int put_common(mpx_queue *q, const mpx_msgv *msgs, size_t n, unsigned fla
                     grace = MPX_NOWAIT; /* grow on the next round */
                 continue;
             }
+            unsigned char *dst = q->data + off;
+            uint64_t grew_from = q->grew_from, cap = q->map_cap;
+            unsigned char *base = q->data;
+            q->grew_from = 0;
+            if (large && r == 0)
+                q->pins++; /* keeps the mapping at dst in place while we copy */
             unlock(q);
             if (r < 0 || !large)
                 return r;
-            /* The mapping cannot move while the reservation stands: only a producer grows
-             * the ring, and every producer waits for the reservation. */
-            write_records(q->data + off, msgs, n);
+            write_records(dst, msgs, n);
+            if (grew_from) {
+                /* The ring grew: fault in the rest of the new part now, in bulk and without
+                 * the lock, rather than page by page in later puts (a fresh page costs more
+                 * than copying it). Contents are untouched; older kernels lack the advice,
+                 * which only loses the optimization. */
+                madvise(base + grew_from, cap - grew_from, MADV_POPULATE_WRITE);
+            }
             if ((r = lock(q, false, MPX_FOREVER)) < 0)
                 return r;
+            unpin(q);
             struct qstate ns = *state(q);
             if (ns.resv_len && ns.resv_gen == gen) {
                 ns.resv_len = 0;
@@ -825,7 +926,62 @@ int mpx_queue_put_many_ex(mpx_queue *q, const mpx_msgv *msgs, size_t n, unsigned
  * Get
  */
 
-/* Consumes up to `max` records with the lock held. */
+/* Reads the length of the head record of `ns`, checked against the records' extent. */
+static int head_len(const mpx_queue *q, const struct qstate *ns, uint64_t *len)
+{
+    uint64_t limit = ns->wrapped ? ns->wrap_end : ns->tail;
+    if (limit - ns->head < RECORD_HEAD)
+        return MPX_EBADSEG;
+    memcpy(len, q->data + ns->head, sizeof *len);
+    if (*len > limit - ns->head - RECORD_HEAD)
+        return MPX_EBADSEG; /* a damaged record: refuse rather than read out of bounds */
+    return 0;
+}
+
+/* Removes the head record (of `len` bytes) from the staged state. */
+static void advance_head(struct qstate *ns, uint64_t len)
+{
+    uint64_t limit = ns->wrapped ? ns->wrap_end : ns->tail;
+    uint64_t rec = record_size(len);
+    ns->head = rec > limit - ns->head ? limit : ns->head + rec;
+    if (ns->wrapped && ns->head == ns->wrap_end) {
+        ns->head = 0;
+        ns->wrap_end = 0;
+        ns->wrapped = 0;
+    }
+    ns->count--;
+}
+
+/* Commits a state from which records were taken. Called with the lock. */
+static void finish_get(mpx_queue *q, struct qstate *ns)
+{
+    /* Drained: start again from the bottom, unless a reservation lies beyond the records. */
+    bool drained = ns->count == 0 && ns->resv_len == 0;
+    if (drained) {
+        ns->head = ns->tail = 0;
+        ns->wrapped = 0;
+        ns->wrap_end = 0;
+    }
+    uint64_t retain = RETAIN_BYTES;
+    if (ns->max_put > retain / 4)
+        retain = (4 * ns->max_put + 4095) & ~(uint64_t)4095;
+    bool release = drained && ns->hiwater > retain && ns->cap > retain;
+    if (release)
+        ns->hiwater = ns->max_put = 0;
+    /* Before the flip, as in put_locked. Also for unbounded queues: a put may be waiting
+     * for room before growing the ring. */
+    wake_word(&q->sh->nonfull_seq, &q->sh->nonfull_flag, false);
+    commit(q, ns, "queue.get.staged");
+    MPX__FAULT("queue.get.committed");
+    if (release) {
+        /* The ring is empty: give the pages above `retain` back. Nothing committed lives
+         * there, so a death in the middle is harmless. */
+        mpx__memfd_punch(q->fd, HEADER_SIZE + retain, ns->cap - retain);
+    }
+}
+
+/* Consumes up to `max` records with the lock held. A large record is left for get_claimed
+ * (-EXDEV when it is the first). */
 static int get_locked(mpx_queue *q, size_t max, mpx_queue_consume_fn fn, void *ctx, size_t *got)
 {
     struct qstate ns = *state(q);
@@ -833,56 +989,73 @@ static int get_locked(mpx_queue *q, size_t max, mpx_queue_consume_fn fn, void *c
     int err = 0;
     while (k < max && ns.count > 0) {
         uint64_t len;
-        uint64_t limit = ns.wrapped ? ns.wrap_end : ns.tail;
-        if (limit - ns.head < RECORD_HEAD) {
-            err = MPX_EBADSEG;
+        if ((err = head_len(q, &ns, &len)) < 0)
             break;
-        }
-        memcpy(&len, q->data + ns.head, sizeof len);
-        if (len > limit - ns.head - RECORD_HEAD) {
-            err = MPX_EBADSEG; /* a damaged record: refuse rather than read out of bounds */
+        if (len >= CLAIM_BYTES) {
+            err = k == 0 ? -EXDEV : 0;
             break;
         }
         err = fn(ctx, q->data + ns.head + RECORD_HEAD, (size_t)len);
         if (err < 0)
             break;
         MPX__FAULT("queue.get.copied");
-        uint64_t rec = record_size(len);
-        ns.head = rec > limit - ns.head ? limit : ns.head + rec;
-        if (ns.wrapped && ns.head == ns.wrap_end) {
-            ns.head = 0;
-            ns.wrap_end = 0;
-            ns.wrapped = 0;
-        }
-        ns.count--;
+        advance_head(&ns, len);
         k++;
     }
     *got = k;
     if (k == 0)
         return err;
-    /* Drained: start again from the bottom, unless a reservation lies beyond the records. */
-    bool drained = ns.count == 0 && ns.resv_len == 0;
-    if (drained) {
-        ns.head = ns.tail = 0;
-        ns.wrapped = 0;
-        ns.wrap_end = 0;
+    finish_get(q, &ns);
+    return 0;
+}
+
+/* A large get: claims the head record under the lock, hands it to `fn` without the lock
+ * (so that producers go on putting meanwhile), then takes it under the lock. Called with
+ * the lock held; returns without it. While the claim stands the record stays counted and
+ * in place, and other consumers wait for it; if this process dies, the next consumer
+ * cancels the claim and the message is delivered to someone else. */
+static int get_claimed(mpx_queue *q, mpx_queue_consume_fn fn, void *ctx, size_t *got)
+{
+    struct qstate ns = *state(q);
+    uint64_t len;
+    int r = head_len(q, &ns, &len);
+    if (r < 0) {
+        unlock(q);
+        return r;
     }
-    uint64_t retain = RETAIN_BYTES;
-    if (ns.max_put <= ns.cap / 4 && 4 * ns.max_put > retain)
-        retain = (4 * ns.max_put + 4095) & ~(uint64_t)4095;
-    bool release = drained && ns.hiwater > retain && ns.cap > retain;
-    if (release)
-        ns.hiwater = ns.max_put = 0;
-    /* Before the flip, as in put_locked. Also for unbounded queues: a put may be waiting
-     * for room before growing the ring. */
-    wake_word(&q->sh->nonfull_seq, &q->sh->nonfull_flag, false);
-    commit(q, &ns, "queue.get.staged");
-    MPX__FAULT("queue.get.committed");
-    if (release) {
-        /* The ring is empty: give the pages above `retain` back. Nothing committed lives
-         * there, so a death in the middle is harmless. */
-        mpx__memfd_punch(q->fd, HEADER_SIZE + retain, ns.cap - retain);
+    ns.claim_off = ns.head;
+    ns.claim_len = record_size(len);
+    ns.claim_pid = (uint32_t)getpid();
+    ns.claim_gen++;
+    uint32_t gen = ns.claim_gen;
+    commit(q, &ns, NULL);
+    const unsigned char *msg = q->data + ns.head + RECORD_HEAD;
+    q->pins++; /* the mapping at msg stays in place while fn copies */
+    unlock(q);
+
+    int err = fn(ctx, msg, (size_t)len);
+    if (err == 0)
+        MPX__FAULT("queue.get.copied");
+    if ((r = lock(q, false, MPX_FOREVER)) < 0)
+        return r;
+    unpin(q);
+    ns = *state(q);
+    if (!ns.claim_len || ns.claim_gen != gen) {
+        /* Taken for dead by another process, which gave the message back. */
+        unlock(q);
+        return err < 0 ? err : -ECANCELED;
     }
+    ns.claim_len = 0;
+    wake_word(&q->sh->claim_seq, &q->sh->claim_flag, false);
+    if (err < 0) {
+        commit(q, &ns, NULL);
+        unlock(q);
+        return err;
+    }
+    advance_head(&ns, len);
+    finish_get(q, &ns);
+    unlock(q);
+    *got = 1;
     return 0;
 }
 
@@ -899,8 +1072,15 @@ int mpx_queue_get_many_with(mpx_queue *q, size_t max, mpx_queue_consume_fn fn, v
             return r;
         MPX__FAULT("queue.get.locked");
         struct qstate *s = state(q);
+        if (s->claim_len) {
+            if ((r = wait_claim(q, try, deadline)) < 0)
+                return r;
+            continue;
+        }
         if (s->count > 0) {
             r = get_locked(q, max, fn, ctx, got);
+            if (r == -EXDEV)
+                return get_claimed(q, fn, ctx, got);
             unlock(q);
             return r;
         }
@@ -955,7 +1135,11 @@ int mpx_queue_get(mpx_queue *q, void **data, size_t *len, mpx_deadline_t deadlin
     if (!q || !data || !len)
         return -EINVAL;
     struct copy_out c = {0};
-    int r = mpx_queue_get_with(q, copy_out, &c, 0, deadline);
+    int r;
+    while ((r = mpx_queue_get_with(q, copy_out, &c, 0, deadline)) == -ECANCELED) {
+        free(c.data); /* the message was given back meanwhile: take it again */
+        c.data = NULL;
+    }
     if (r < 0)
         return r;
     *data = c.data;

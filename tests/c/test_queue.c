@@ -2405,6 +2405,48 @@ TEST(large_put_reservation_of_dead_producer_is_cancelled)
     mpx_queue_destroy(q);
 }
 
+TEST(large_get_claim_of_dead_consumer_is_given_back)
+{
+    /* A get of a large message copies outside the lock behind a claim. The consumer is
+     * killed mid-copy (left unreaped), while a second consumer in another process waits for
+     * a message: the second must notice the death and receive that same message, whole,
+     * and a producer must have been able to put meanwhile. */
+    mpx_queue *q = qnew(0, 0);
+    ASSERT_OK(put_msg(q, 1, 0, 2 << 20, MPX_NOWAIT));
+    ASSERT_OK(put_msg(q, 1, 1, 100, MPX_NOWAIT));
+    pid_t dead = th_fork();
+    if (dead == 0) {
+        mpx_fault_arm("queue.get.copied", 0);
+        struct id id;
+        get_msg(q, MPX_FOREVER, &id, NULL);
+        _exit(99); /* not reached */
+    }
+    int64_t until = mpx_now() + 10000000000LL;
+    for (;;) {
+        siginfo_t si = {0};
+        if (waitid(P_PID, (id_t)dead, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == dead)
+            break;
+        ASSERT_MSG(mpx_now() < until, "the consumer never reached its fault point");
+        usleep(1000);
+    }
+    /* The claim is still standing: puts go on regardless. */
+    ASSERT_OK(put_msg(q, 2, 0, 1 << 20, MPX_NOWAIT));
+    ASSERT_EQ_INT(qsize(q), 3);
+    pid_t second = th_fork();
+    if (second == 0) {
+        struct id id;
+        size_t len = 0;
+        int r = get_msg(q, mpx_deadline_in(20000000000LL), &id, &len);
+        _exit(r == 0 && id.p == 1 && id.s == 0 ? 0 : 1);
+    }
+    th_wait_ok(second, 20);
+    th_wait_signaled(dead, SIGKILL, 5);
+    expect_msg(q, 1, 1, MPX_NOWAIT);
+    expect_msg(q, 2, 0, MPX_NOWAIT);
+    ASSERT_EQ_INT(qsize(q), 0);
+    mpx_queue_destroy(q);
+}
+
 TEST_LIST_START
 TEST_ENTRY(create_and_defaults)
 TEST_ENTRY(null_and_bad_arguments)
@@ -2457,6 +2499,7 @@ TEST_ENTRY(fault_put_committed_wakes_sleeping_consumer)
 TEST_ENTRY(fault_get_committed_wakes_sleeping_producer)
 TEST_ENTRY(fault_put_staged_keeps_consumer_asleep)
 TEST_ENTRY(large_put_reservation_of_dead_producer_is_cancelled)
+TEST_ENTRY(large_get_claim_of_dead_consumer_is_given_back)
 TEST_ENTRY_TIMEOUT(random_sigkill_during_traffic, 60)
 TEST_ENTRY_TIMEOUT(random_sigkill_of_blocked_and_busy_processes, 60)
 TEST_LIST_END
