@@ -69,8 +69,10 @@ MPX_API void mpx_queue_destroy(mpx_queue *q);
 /* The segment's descriptor (owned by the handle), e.g. to pass to another process. */
 MPX_API int mpx_queue_fd(const mpx_queue *q);
 
-/* Puts one message. Blocks while the queue holds `maxsize` messages (never for an
- * unbounded queue) until `deadline`.
+/* Puts one message. Blocks while the queue holds `maxsize` messages until `deadline`.
+ * An unbounded queue never waits for a consumer: when its ring is full the put waits at
+ * most 2 ms for room to appear before growing the ring (not at all with MPX_NOWAIT), and
+ * otherwise only for the internal lock or for another large put's copy to finish.
  * Errors: -EAGAIN (full, MPX_NOWAIT), -ETIMEDOUT, -EINTR, MPX_ECLOSED, -ENOMEM / -ENOSPC
  * (the segment could not grow), -EINVAL (NULL handle, or NULL data with len > 0). */
 MPX_API int mpx_queue_put(mpx_queue *q, const void *data, size_t len, mpx_deadline_t deadline);
@@ -86,7 +88,9 @@ MPX_API int mpx_queue_put_many(mpx_queue *q, const mpx_msgv *msgs, size_t n,
                                mpx_deadline_t deadline);
 
 /* As mpx_queue_put_many, with flags: MPX_QUEUE_TRYLOCK makes the call return -EBUSY
- * instead of waiting for the internal lock, and -EAGAIN instead of waiting for room. */
+ * instead of waiting for the internal lock (or for another put's copy, or for room that a
+ * consumer may free before the ring grows), and -EAGAIN instead of waiting for room under
+ * a maxsize. With MPX_QUEUE_TRYLOCK, puts of 256 KiB or more still copy under the lock. */
 MPX_API int mpx_queue_put_many_ex(mpx_queue *q, const mpx_msgv *msgs, size_t n, unsigned flags,
                                   mpx_deadline_t deadline);
 
