@@ -720,17 +720,35 @@ fail:
     return NULL;
 }
 
-static PyObject *Queue_qsize(QueueObject *self, PyObject *unused)
+
+/* Returns a count read by one of the mpx_queue_size-like functions. */
+static PyObject *queue_count(QueueObject *self, int (*read)(mpx_queue *, uint64_t *),
+                             uint64_t extra)
 {
     if (check_init(self) < 0)
         return NULL;
     uint64_t n;
-    int r = mpx_queue_size(self->q, &n);
+    int r = read(self->q, &n);
     if (r < 0)
         return mpx_py_error(self->st, r);
-    if (self->pending)
-        n += (uint64_t)PyList_GET_SIZE(self->pending);
-    return PyLong_FromUnsignedLongLong(n);
+    return PyLong_FromUnsignedLongLong(n + extra);
+}
+
+static PyObject *Queue_qsize(QueueObject *self, PyObject *unused)
+{
+    /* Items already received by this handle but not yet returned count as queued. */
+    return queue_count(self, mpx_queue_size,
+                       self->pending ? (uint64_t)PyList_GET_SIZE(self->pending) : 0);
+}
+
+static PyObject *Queue_unfinished(QueueObject *self, PyObject *unused)
+{
+    return queue_count(self, mpx_queue_unfinished, 0);
+}
+
+static PyObject *Queue_capacity(QueueObject *self, PyObject *unused)
+{
+    return queue_count(self, mpx_queue_capacity, 0);
 }
 
 static PyObject *Queue_empty(QueueObject *self, PyObject *unused)
@@ -800,16 +818,6 @@ static PyObject *Queue_join(QueueObject *self, PyObject *unused)
     }
 }
 
-static PyObject *Queue_unfinished(QueueObject *self, PyObject *unused)
-{
-    if (check_init(self) < 0)
-        return NULL;
-    uint64_t n;
-    int r = mpx_queue_unfinished(self->q, &n);
-    if (r < 0)
-        return mpx_py_error(self->st, r);
-    return PyLong_FromUnsignedLongLong(n);
-}
 
 static PyObject *Queue_create(QueueObject *self, PyObject *args)
 {
@@ -864,16 +872,6 @@ static PyObject *Queue_get_maxsize(QueueObject *self, void *unused)
     return PyLong_FromUnsignedLongLong(mpx_queue_maxsize(self->q));
 }
 
-static PyObject *Queue_capacity(QueueObject *self, PyObject *unused)
-{
-    if (check_init(self) < 0)
-        return NULL;
-    uint64_t n;
-    int r = mpx_queue_capacity(self->q, &n);
-    if (r < 0)
-        return mpx_py_error(self->st, r);
-    return PyLong_FromUnsignedLongLong(n);
-}
 
 static PyMethodDef Queue_methods[] = {
     {"put", (PyCFunction)(void (*)(void))Queue_put, METH_FASTCALL | METH_KEYWORDS,

@@ -22,6 +22,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -1151,37 +1152,31 @@ int mpx_queue_get(mpx_queue *q, void **data, size_t *len, mpx_deadline_t deadlin
  * Size, close, join
  */
 
-int mpx_queue_size(mpx_queue *q, uint64_t *n)
+/* Reads one field of the committed state under the lock, so that it is exact at one instant. */
+static int read_field(mpx_queue *q, uint64_t *out, size_t offset)
 {
-    if (!q || !n)
+    if (!q || !out)
         return -EINVAL;
     int r = lock(q, false, MPX_FOREVER);
     if (r < 0)
         return r;
-    *n = state(q)->count;
+    memcpy(out, (const unsigned char *)state(q) + offset, sizeof *out);
     return unlock(q);
+}
+
+int mpx_queue_size(mpx_queue *q, uint64_t *n)
+{
+    return read_field(q, n, offsetof(struct qstate, count));
 }
 
 int mpx_queue_capacity(mpx_queue *q, uint64_t *bytes)
 {
-    if (!q || !bytes)
-        return -EINVAL;
-    int r = lock(q, false, MPX_FOREVER);
-    if (r < 0)
-        return r;
-    *bytes = state(q)->cap;
-    return unlock(q);
+    return read_field(q, bytes, offsetof(struct qstate, cap));
 }
 
 int mpx_queue_unfinished(mpx_queue *q, uint64_t *n)
 {
-    if (!q || !n)
-        return -EINVAL;
-    int r = lock(q, false, MPX_FOREVER);
-    if (r < 0)
-        return r;
-    *n = state(q)->unfinished;
-    return unlock(q);
+    return read_field(q, n, offsetof(struct qstate, unfinished));
 }
 
 int mpx_queue_close(mpx_queue *q)
