@@ -842,7 +842,9 @@ static int put_common(mpx_queue *q, const mpx_msgv *msgs, size_t n, unsigned fla
                 /* The ring grew: fault in the rest of the new part now, in bulk and without
                  * the lock, rather than page by page in later puts (a fresh page costs more
                  * than copying it). Contents are untouched; older kernels lack the advice,
-                 * which only loses the optimization. */
+                 * which only loses the optimization. Done while the reservation stands:
+                 * doing it after counting the records measured slower (the 16 MiB NumPy
+                 * row of bench/ fell from about 13x to 7.5x the stdlib). */
                 madvise(base + grew_from, cap - grew_from, MADV_POPULATE_WRITE);
             }
             if ((r = lock(q, false, MPX_FOREVER)) < 0)
