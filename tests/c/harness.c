@@ -300,15 +300,8 @@ pid_t th_spawn_helper(const char *name, const char *const *args, const int *keep
     for (size_t i = 0; i < nextra; i++)
         envp[nenv + i] = (char *)env[i];
 
-    fflush(NULL);
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0)
-        th_fail(__FILE__, __LINE__, "fork: %s", strerror(errno));
+    pid_t pid = th_fork();
     if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(126);
         for (int i = 0; i < nkeep; i++) {
             int fl = fcntl(keep_fds[i], F_GETFD);
             if (fl < 0 || fcntl(keep_fds[i], F_SETFD, fl & ~FD_CLOEXEC) < 0)
