@@ -867,16 +867,7 @@ static int put_common(mpx_queue *q, const mpx_msgv *msgs, size_t n, unsigned fla
             return deadline == MPX_NOWAIT || try ? -EAGAIN : -ETIMEDOUT;
         }
         unlock(q);
-        if (spin(q, MPX_QUEUE_NONFULL, n, deadline))
-            continue;
-        if ((r = lock(q, false, deadline)) < 0)
-            return r;
-        if (holds_locked(q, MPX_QUEUE_NONFULL, n)) {
-            unlock(q);
-            continue;
-        }
-        r = sleep_on(q, &q->sh->nonfull_seq, &q->sh->nonfull_flag, deadline);
-        if (r < 0)
+        if ((r = mpx_queue_wait(q, MPX_QUEUE_NONFULL, n, deadline)) < 0)
             return r;
     }
 }
@@ -1096,16 +1087,7 @@ int mpx_queue_get_many_with(mpx_queue *q, size_t max, mpx_queue_consume_fn fn, v
             return deadline == MPX_NOWAIT || try ? -EAGAIN : -ETIMEDOUT;
         }
         unlock(q);
-        if (spin(q, MPX_QUEUE_NONEMPTY, 1, deadline))
-            continue;
-        if ((r = lock(q, false, deadline)) < 0)
-            return r;
-        if (holds_locked(q, MPX_QUEUE_NONEMPTY, 1)) {
-            unlock(q);
-            continue;
-        }
-        r = sleep_on(q, &q->sh->nonempty_seq, &q->sh->nonempty_flag, deadline);
-        if (r < 0)
+        if ((r = mpx_queue_wait(q, MPX_QUEUE_NONEMPTY, 1, deadline)) < 0)
             return r;
     }
 }
