@@ -76,26 +76,32 @@ static int parse(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyO
  * State checks and errors
  */
 
-static int check_open(QueueObject *self)
-{
-    if (!self->q) {
-        PyErr_SetString(PyExc_ValueError, "queue is not initialized");
-        return -1;
-    }
-    if (!self->closed)
-        return 0;
-    if (self->closed_style == 1)
-        PyErr_SetString(PyExc_OSError, "handle is closed");
-    else
-        PyErr_Format(PyExc_ValueError, "Queue %R is closed", (PyObject *)self);
-    return -1;
-}
-
 static int check_init(QueueObject *self)
 {
     if (self->q)
         return 0;
     PyErr_SetString(PyExc_ValueError, "queue is not initialized");
+    return -1;
+}
+
+/* The stdlib's error for a closed Queue; also used when a C program closed the queue for
+ * everyone (mpx_queue_close). Returns -1. */
+static int raise_closed(QueueObject *self)
+{
+    PyErr_Format(PyExc_ValueError, "Queue %R is closed", (PyObject *)self);
+    return -1;
+}
+
+static int check_open(QueueObject *self)
+{
+    if (check_init(self) < 0)
+        return -1;
+    if (!self->closed)
+        return 0;
+    if (self->closed_style == 1)
+        PyErr_SetString(PyExc_OSError, "handle is closed");
+    else
+        raise_closed(self);
     return -1;
 }
 
@@ -411,8 +417,7 @@ static int fetch(QueueObject *self, size_t max, int block, mpx_deadline_t deadli
             }
             r = wait_released(self->q, MPX_QUEUE_NONEMPTY, 1, deadline);
         } else if (r == MPX_ECLOSED) {
-            PyErr_Format(PyExc_ValueError, "Queue %R is closed", (PyObject *)self);
-            return -1;
+            return raise_closed(self);
         } else {
             mpx_py_error(st, r);
             return -1;
@@ -461,7 +466,7 @@ static int send_msgs(QueueObject *self, mpx_msgv *msgs, size_t n, size_t total, 
     if (r == -EAGAIN || r == -ETIMEDOUT)
         PyErr_SetNone(st->Full);
     else if (r == MPX_ECLOSED)
-        PyErr_Format(PyExc_ValueError, "Queue %R is closed", (PyObject *)self);
+        raise_closed(self);
     else
         mpx_py_error(st, r);
     return -1;
@@ -486,6 +491,19 @@ static int parse_block_timeout(PyObject *block_o, PyObject *timeout_o, int *bloc
     return 0;
 }
 
+static PyObject *put_one(QueueObject *self, PyObject *obj, int block, mpx_deadline_t dl)
+{
+    encoded e;
+    if (encode(self->st, obj, &e) < 0)
+        return NULL;
+    mpx_msgv m = {e.iov, e.iovcnt};
+    int r = send_msgs(self, &m, 1, e.total, block, dl);
+    encoded_done(&e);
+    if (r < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Queue_put(QueueObject *self, PyObject *const *args, Py_ssize_t nargs,
                            PyObject *kwnames)
 {
@@ -496,30 +514,14 @@ static PyObject *Queue_put(QueueObject *self, PyObject *const *args, Py_ssize_t 
     if (parse("put", args, nargs, kwnames, names, 1, 3, a) < 0 || check_open(self) < 0 ||
         parse_block_timeout(a[1], a[2], &block, &dl) < 0)
         return NULL;
-    encoded e;
-    if (encode(self->st, a[0], &e) < 0)
-        return NULL;
-    mpx_msgv m = {e.iov, e.iovcnt};
-    int r = send_msgs(self, &m, 1, e.total, block, dl);
-    encoded_done(&e);
-    if (r < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return put_one(self, a[0], block, dl);
 }
 
 static PyObject *Queue_put_nowait(QueueObject *self, PyObject *obj)
 {
     if (check_open(self) < 0)
         return NULL;
-    encoded e;
-    if (encode(self->st, obj, &e) < 0)
-        return NULL;
-    mpx_msgv m = {e.iov, e.iovcnt};
-    int r = send_msgs(self, &m, 1, e.total, 0, MPX_NOWAIT);
-    encoded_done(&e);
-    if (r < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return put_one(self, obj, 0, MPX_NOWAIT);
 }
 
 /* Pops the oldest pending item, if any (items received by an earlier get_many whose
