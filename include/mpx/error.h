@@ -22,7 +22,8 @@ extern "C" {
     X(EBADFRAME, -20005, "malformed or truncated frame")                                   \
     X(ETOOBIG, -20006, "size exceeds what the object can hold")                            \
     X(ETOOMANY, -20007, "called more times than items were put")                           \
-    X(EVERSION, -20008, "unsupported format version")
+    X(EVERSION, -20008, "unsupported format version")                                      \
+    X(EBROKEN, -20009, "the barrier is broken")
 
 enum {
 #define MPX__ERRNO_ENUM(name, value, text) MPX_##name = (value),

@@ -9,5 +9,6 @@
 #include "error.h"
 #include "frame.h"
 #include "queue.h"
+#include "sync.h"
 
 #endif /* MPX_MPX_H */

@@ -2,7 +2,7 @@
 #ifndef MPX_FAULT_INTERNAL_H
 #define MPX_FAULT_INTERNAL_H
 
-/* Every fault point of the library: X(name). Keep docs/queue.md in step. */
+/* Every fault point of the library: X(name). Keep docs/queue.md and docs/sync.md in step. */
 #define MPX__FAULT_POINTS(X)                                                                 \
     X("queue.put.locked")                                                                    \
     X("queue.put.grown")                                                                     \
@@ -14,7 +14,14 @@
     X("queue.get.staged")                                                                    \
     X("queue.get.committed")                                                                 \
     X("queue.task_done.staged")                                                              \
-    X("queue.wait.flagged")
+    X("queue.wait.flagged")                                                                  \
+    X("lock.acquired")                                                                       \
+    X("lock.wait.flagged")                                                                   \
+    X("sem.acquired")                                                                        \
+    X("cond.wait.registered")                                                                \
+    X("cond.notify.granted")                                                                 \
+    X("barrier.arrived")                                                                     \
+    X("barrier.guarded")
 
 #define MPX__FAULT_NAME(name) name,
 

@@ -90,6 +90,16 @@ int mpx__pid_alive(pid_t pid);
  * -errno. Reads /proc; falls back to mpx__pid_alive where /proc is unavailable. */
 int mpx__pid_running(pid_t pid);
 
+/* ---- the calling process and thread ---- */
+
+/* getpid() and gettid(), cached (the caches are reset in a fork child). */
+pid_t mpx__self_pid(void);
+pid_t mpx__self_tid(void);
+
+/* True when no process `pid` exists any more (kill(pid, 0) fails with ESRCH). Cheap: one
+ * system call; a zombie still exists. */
+bool mpx__pid_gone(pid_t pid);
+
 /* ---- eventfd ---- */
 
 int mpx__eventfd(unsigned initval, bool nonblock);

@@ -32,6 +32,7 @@
 #include "linux.h"
 #include "mpx/error.h"
 #include "mpx/queue.h"
+#include "sync_internal.h"
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
@@ -109,16 +110,11 @@ struct queue_shared {
 
     /* Futex words: a sequence number bumped on every wake, and a flag that a sleeper sets
      * (under the lock) before sleeping so that wakers know a syscall is needed. */
-    _Atomic uint32_t nonempty_seq __attribute__((aligned(64)));
-    _Atomic uint32_t nonempty_flag;
-    _Atomic uint32_t nonfull_seq __attribute__((aligned(64)));
-    _Atomic uint32_t nonfull_flag;
-    _Atomic uint32_t join_seq __attribute__((aligned(64)));
-    _Atomic uint32_t join_flag;
-    _Atomic uint32_t resv_seq __attribute__((aligned(64)));
-    _Atomic uint32_t resv_flag;
-    _Atomic uint32_t claim_seq __attribute__((aligned(64)));
-    _Atomic uint32_t claim_flag;
+    struct mpx__waitword nonempty __attribute__((aligned(64)));
+    struct mpx__waitword nonfull __attribute__((aligned(64)));
+    struct mpx__waitword join __attribute__((aligned(64)));
+    struct mpx__waitword resv __attribute__((aligned(64)));
+    struct mpx__waitword claim __attribute__((aligned(64)));
 };
 
 _Static_assert(sizeof(struct queue_shared) <= HEADER_SIZE, "queue header exceeds one page");
@@ -151,15 +147,6 @@ static inline struct qstate *state(const mpx_queue *q)
     return &q->sh->st[atomic_load_explicit(&q->sh->cur, memory_order_relaxed) & 1u];
 }
 
-static void wake_word(_Atomic uint32_t *seq, _Atomic uint32_t *flag, bool force)
-{
-    if (force || atomic_load_explicit(flag, memory_order_relaxed)) {
-        atomic_store_explicit(flag, 0, memory_order_relaxed);
-        atomic_fetch_add_explicit(seq, 1, memory_order_release);
-        mpx__futex_wake(seq, INT32_MAX);
-    }
-}
-
 static bool state_valid(const struct qstate *s, uint64_t maxsize)
 {
     if (s->head > s->cap || s->tail > s->cap || s->wrap_end > s->cap)
@@ -186,11 +173,11 @@ static void recover(mpx_queue *q)
     struct qstate *s = state(q);
     atomic_store_explicit(&sh->count_hint, s->count, memory_order_relaxed);
     atomic_store_explicit(&sh->closed_hint, s->closed, memory_order_relaxed);
-    wake_word(&sh->nonempty_seq, &sh->nonempty_flag, true);
-    wake_word(&sh->nonfull_seq, &sh->nonfull_flag, true);
-    wake_word(&sh->join_seq, &sh->join_flag, true);
-    wake_word(&sh->resv_seq, &sh->resv_flag, true);
-    wake_word(&sh->claim_seq, &sh->claim_flag, true);
+    mpx__ww_wake(&sh->nonempty, true);
+    mpx__ww_wake(&sh->nonfull, true);
+    mpx__ww_wake(&sh->join, true);
+    mpx__ww_wake(&sh->resv, true);
+    mpx__ww_wake(&sh->claim, true);
 }
 
 /* Maps at least `cap` bytes of ring. Called with the lock held. */
@@ -461,33 +448,35 @@ static bool event_holds(const mpx_queue *q, enum mpx_queue_event ev, uint64_t n)
     return !q->maxsize || c + n <= q->maxsize;
 }
 
+struct event_query {
+    const mpx_queue *q;
+    enum mpx_queue_event ev;
+    uint64_t n;
+};
+
+static bool query_holds(const void *ctx)
+{
+    const struct event_query *e = ctx;
+    return event_holds(e->q, e->ev, e->n);
+}
+
 /* Polls the hint for up to spin_ns. True if the event appears to hold. */
 static bool spin(const mpx_queue *q, enum mpx_queue_event ev, uint64_t n, mpx_deadline_t dl)
 {
     if (q->spin_ns == 0)
         return false;
-    int64_t end = mpx__now_ns() + q->spin_ns;
-    if (dl != MPX_FOREVER && dl < end)
-        end = dl;
-    for (unsigned i = 1;; i++) {
-        if (event_holds(q, ev, n))
-            return true;
-        mpx__cpu_relax();
-        if ((i & 63u) == 0 && mpx__now_ns() >= end)
-            return false;
-    }
+    struct event_query e = {q, ev, n};
+    return mpx__spin_until(query_holds, &e, q->spin_ns, dl);
 }
 
 /* With the lock held and the event found false: flags a sleeper, drops the lock and sleeps
  * until woken or the deadline passes. Returns 0 (re-check), -ETIMEDOUT or -EINTR. */
-static int sleep_on(mpx_queue *q, _Atomic uint32_t *seq, _Atomic uint32_t *flag,
-                    mpx_deadline_t deadline)
+static int sleep_on(mpx_queue *q, struct mpx__waitword *w, mpx_deadline_t deadline)
 {
-    uint32_t s = atomic_load_explicit(seq, memory_order_acquire);
-    atomic_store_explicit(flag, 1, memory_order_relaxed);
+    uint32_t s = mpx__ww_arm(w);
     unlock(q);
     MPX__FAULT("queue.wait.flagged");
-    return mpx__futex_wait(seq, s, deadline);
+    return mpx__futex_wait(&w->seq, s, deadline);
 }
 
 static bool holds_locked(mpx_queue *q, enum mpx_queue_event ev, uint64_t n)
@@ -540,8 +529,8 @@ int mpx_queue_wait(mpx_queue *q, enum mpx_queue_event ev, uint64_t n, mpx_deadli
             return deadline == MPX_NOWAIT ? -EAGAIN : -ETIMEDOUT;
         }
         r = ev == MPX_QUEUE_NONEMPTY
-                ? sleep_on(q, &sh->nonempty_seq, &sh->nonempty_flag, deadline)
-                : sleep_on(q, &sh->nonfull_seq, &sh->nonfull_flag, deadline);
+                ? sleep_on(q, &sh->nonempty, deadline)
+                : sleep_on(q, &sh->nonfull, deadline);
         if (r < 0)
             return r;
     }
@@ -672,7 +661,7 @@ static void publish(mpx_queue *q, struct qstate *ns, size_t n, uint64_t need, ui
     ns->unfinished += n;
     /* Wake before the flip (see the top of this file): a sleeper must not depend on us
      * surviving the commit. */
-    wake_word(&q->sh->nonempty_seq, &q->sh->nonempty_flag, false);
+    mpx__ww_wake(&q->sh->nonempty, false);
     commit(q, ns, "queue.put.staged");
     MPX__FAULT("queue.put.committed");
 }
@@ -709,7 +698,7 @@ static int reserve(mpx_queue *q, uint64_t need, bool may_defer, uint64_t *off, u
         ns.hiwater = ns.tail;
     ns.resv_off = (uint64_t)o;
     ns.resv_len = need;
-    ns.resv_pid = (uint32_t)getpid();
+    ns.resv_pid = (uint32_t)mpx__self_pid();
     ns.resv_gen++;
     commit(q, &ns, NULL);
     *off = (uint64_t)o;
@@ -724,7 +713,7 @@ static void cancel_reservation(mpx_queue *q)
     ns.tail = ns.resv_off;
     ns.resv_len = 0;
     ns.resv_gen++;
-    wake_word(&q->sh->resv_seq, &q->sh->resv_flag, true);
+    mpx__ww_wake(&q->sh->resv, true);
     commit(q, &ns, NULL);
 }
 
@@ -734,7 +723,7 @@ static void cancel_claim(mpx_queue *q)
     struct qstate ns = *state(q);
     ns.claim_len = 0;
     ns.claim_gen++;
-    wake_word(&q->sh->claim_seq, &q->sh->claim_flag, true);
+    mpx__ww_wake(&q->sh->claim, true);
     commit(q, &ns, NULL);
 }
 
@@ -742,10 +731,9 @@ static void cancel_claim(mpx_queue *q)
  * a claim, owned by `owner`): waits (unlocking) for it to finish, or cancels it if its
  * owner is gone. Returns 0 to retry, or a negative error. */
 static int wait_copier(mpx_queue *q, pid_t owner, void (*cancel)(mpx_queue *),
-                       _Atomic uint32_t *seq, _Atomic uint32_t *flag, bool try,
-                       mpx_deadline_t deadline)
+                       struct mpx__waitword *w, bool try, mpx_deadline_t deadline)
 {
-    if (owner != getpid() && mpx__pid_running(owner) == 0) {
+    if (owner != mpx__self_pid() && mpx__pid_running(owner) == 0) {
         cancel(q);
         unlock(q);
         return 0;
@@ -762,20 +750,20 @@ static int wait_copier(mpx_queue *q, pid_t owner, void (*cancel)(mpx_queue *),
      * that its producer is still alive. */
     mpx_deadline_t check = mpx__now_ns() + RESV_CHECK_NS;
     mpx_deadline_t until = deadline == MPX_NOWAIT || deadline > check ? check : deadline;
-    int r = sleep_on(q, seq, flag, until);
+    int r = sleep_on(q, w, until);
     return r == -ETIMEDOUT ? 0 : r;
 }
 
 static int wait_reservation(mpx_queue *q, bool try, mpx_deadline_t deadline)
 {
-    return wait_copier(q, (pid_t)state(q)->resv_pid, cancel_reservation, &q->sh->resv_seq,
-                       &q->sh->resv_flag, try, deadline);
+    return wait_copier(q, (pid_t)state(q)->resv_pid, cancel_reservation, &q->sh->resv, try,
+                       deadline);
 }
 
 static int wait_claim(mpx_queue *q, bool try, mpx_deadline_t deadline)
 {
-    return wait_copier(q, (pid_t)state(q)->claim_pid, cancel_claim, &q->sh->claim_seq,
-                       &q->sh->claim_flag, try, deadline);
+    return wait_copier(q, (pid_t)state(q)->claim_pid, cancel_claim, &q->sh->claim, try,
+                       deadline);
 }
 
 static int put_common(mpx_queue *q, const mpx_msgv *msgs, size_t n, unsigned flags,
@@ -821,7 +809,7 @@ static int put_common(mpx_queue *q, const mpx_msgv *msgs, size_t n, unsigned fla
                 if (grace == MPX_FOREVER)
                     grace = mpx__now_ns() + GROW_GRACE_NS;
                 mpx_deadline_t until = deadline < grace ? deadline : grace;
-                r = sleep_on(q, &q->sh->nonfull_seq, &q->sh->nonfull_flag, until);
+                r = sleep_on(q, &q->sh->nonfull, until);
                 if (r == -EINTR)
                     return r;
                 if (r == -ETIMEDOUT)
@@ -853,7 +841,7 @@ static int put_common(mpx_queue *q, const mpx_msgv *msgs, size_t n, unsigned fla
             struct qstate ns = *state(q);
             if (ns.resv_len && ns.resv_gen == gen) {
                 ns.resv_len = 0;
-                wake_word(&q->sh->resv_seq, &q->sh->resv_flag, false);
+                mpx__ww_wake(&q->sh->resv, false);
                 publish(q, &ns, n, need, off + need);
                 unlock(q);
                 return 0;
@@ -964,7 +952,7 @@ static void finish_get(mpx_queue *q, struct qstate *ns)
         ns->hiwater = ns->max_put = 0;
     /* Before the flip, as in put_locked. Also for unbounded queues: a put may be waiting
      * for room before growing the ring. */
-    wake_word(&q->sh->nonfull_seq, &q->sh->nonfull_flag, false);
+    mpx__ww_wake(&q->sh->nonfull, false);
     commit(q, ns, "queue.get.staged");
     MPX__FAULT("queue.get.committed");
     if (release) {
@@ -1019,7 +1007,7 @@ static int get_claimed(mpx_queue *q, mpx_queue_consume_fn fn, void *ctx, size_t 
     }
     ns.claim_off = ns.head;
     ns.claim_len = record_size(len);
-    ns.claim_pid = (uint32_t)getpid();
+    ns.claim_pid = (uint32_t)mpx__self_pid();
     ns.claim_gen++;
     uint32_t gen = ns.claim_gen;
     commit(q, &ns, NULL);
@@ -1040,7 +1028,7 @@ static int get_claimed(mpx_queue *q, mpx_queue_consume_fn fn, void *ctx, size_t 
         return err < 0 ? err : -ECANCELED;
     }
     ns.claim_len = 0;
-    wake_word(&q->sh->claim_seq, &q->sh->claim_flag, false);
+    mpx__ww_wake(&q->sh->claim, false);
     if (err < 0) {
         commit(q, &ns, NULL);
         unlock(q);
@@ -1173,8 +1161,8 @@ int mpx_queue_close(mpx_queue *q)
     struct qstate ns = *state(q);
     if (!ns.closed) {
         ns.closed = 1;
-        wake_word(&q->sh->nonempty_seq, &q->sh->nonempty_flag, true);
-        wake_word(&q->sh->nonfull_seq, &q->sh->nonfull_flag, true);
+        mpx__ww_wake(&q->sh->nonempty, true);
+        mpx__ww_wake(&q->sh->nonfull, true);
         commit(q, &ns, NULL);
     }
     return unlock(q);
@@ -1206,7 +1194,7 @@ int mpx_queue_task_done(mpx_queue *q)
     }
     ns.unfinished--;
     if (ns.unfinished == 0) /* before the flip, as in put_locked */
-        wake_word(&q->sh->join_seq, &q->sh->join_flag, false);
+        mpx__ww_wake(&q->sh->join, false);
     commit(q, &ns, "queue.task_done.staged");
     return unlock(q);
 }
@@ -1225,7 +1213,7 @@ int mpx_queue_join(mpx_queue *q, mpx_deadline_t deadline)
             unlock(q);
             return deadline == MPX_NOWAIT ? -EAGAIN : -ETIMEDOUT;
         }
-        r = sleep_on(q, &q->sh->join_seq, &q->sh->join_flag, deadline);
+        r = sleep_on(q, &q->sh->join, deadline);
         if (r < 0)
             return r;
     }
