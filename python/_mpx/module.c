@@ -29,6 +29,44 @@ PyObject *mpx_py_error(mpx_state *st, int err)
     return NULL;
 }
 
+int mpx_py_parse(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                 const char *const *names, int nrequired, int nmax, PyObject **out)
+{
+    if (nargs > nmax) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname,
+                     nmax, nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        out[i] = args[i];
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        int i;
+        for (i = 0; i < nmax; i++)
+            if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0)
+                break;
+        if (i == nmax) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname,
+                         key);
+            return -1;
+        }
+        if (i < nargs || out[i]) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname,
+                         names[i]);
+            return -1;
+        }
+        out[i] = args[nargs + k];
+    }
+    for (int i = 0; i < nrequired; i++)
+        if (!out[i]) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname,
+                         names[i]);
+            return -1;
+        }
+    return 0;
+}
+
 int mpx_py_deadline(PyObject *timeout, mpx_deadline_t *deadline)
 {
     if (timeout == Py_None) {
@@ -65,7 +103,8 @@ static int mpx_exec(PyObject *m)
         PyExc_OSError, NULL);
     if (!st->Error || PyModule_AddObjectRef(m, "Error", st->Error) < 0)
         goto done;
-    if (mpx_buffer_type_init(m, st) < 0 || mpx_queue_type_init(m, st) < 0)
+    if (mpx_buffer_type_init(m, st) < 0 || mpx_queue_type_init(m, st) < 0 ||
+        mpx_sync_types_init(m, st) < 0)
         goto done;
     if (PyModule_AddStringConstant(m, "version", mpx_version()) < 0)
         goto done;
@@ -88,6 +127,9 @@ static int mpx_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->loads);
     Py_VISIT(st->PickleBuffer);
     Py_VISIT(st->fallback_dumps);
+    Py_VISIT(st->BrokenBarrierError);
+    Py_VISIT(st->OwnerDiedError);
+    Py_VISIT(st->SemLockType);
     return 0;
 }
 
@@ -106,6 +148,9 @@ static int mpx_clear(PyObject *m)
     Py_CLEAR(st->kw_buffers);
     Py_CLEAR(st->protocol);
     Py_CLEAR(st->fallback_dumps);
+    Py_CLEAR(st->BrokenBarrierError);
+    Py_CLEAR(st->OwnerDiedError);
+    Py_CLEAR(st->SemLockType);
     return 0;
 }
 

@@ -21,6 +21,9 @@ typedef struct {
     PyObject *kw_buffers;      /* ("buffers",), kwnames for loads */
     PyObject *protocol;        /* int 5 */
     PyObject *fallback_dumps;  /* borrowed lazily: multiprocessing.reduction.ForkingPickler.dumps */
+    PyObject *SemLockType;     /* _mpx.SemLock, a heap type */
+    PyObject *OwnerDiedError;  /* mpservice.multiprocessing.synchronize.OwnerDiedError */
+    PyObject *BrokenBarrierError; /* threading.BrokenBarrierError */
 } mpx_state;
 
 /* Raises the Python exception for a libmpx error code and returns NULL. */
@@ -31,10 +34,17 @@ PyObject *mpx_py_error(mpx_state *st, int err);
  * with an exception set on a bad type. */
 int mpx_py_deadline(PyObject *timeout, mpx_deadline_t *deadline);
 
+/* Argument parsing for METH_FASTCALL | METH_KEYWORDS methods: fills out[0..nmax) (left NULL
+ * when not given) from positional and keyword arguments named `names`, the first nrequired
+ * of which are required. Returns -1 with TypeError set on a bad call. */
+int mpx_py_parse(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                 const char *const *names, int nrequired, int nmax, PyObject **out);
+
 extern struct PyModuleDef mpx_module_def;
 
 int mpx_queue_type_init(PyObject *module, mpx_state *st);
 int mpx_buffer_type_init(PyObject *module, mpx_state *st);
+int mpx_sync_types_init(PyObject *module, mpx_state *st);
 
 /* A new _mpx.Buffer holding a copy of src[0..len). */
 PyObject *mpx_buffer_from(mpx_state *st, const void *src, size_t len);

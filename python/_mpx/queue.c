@@ -31,48 +31,6 @@ typedef struct {
 } QueueObject;
 
 /* ---------------------------------------------------------------------------------------
- * Argument parsing for METH_FASTCALL | METH_KEYWORDS
- */
-
-static int parse(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                 const char *const *names, int nrequired, int nmax, PyObject **out)
-{
-    if (nargs > nmax) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname,
-                     nmax, nargs);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++)
-        out[i] = args[i];
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
-        int i;
-        for (i = 0; i < nmax; i++)
-            if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0)
-                break;
-        if (i == nmax) {
-            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname,
-                         key);
-            return -1;
-        }
-        if (i < nargs || out[i]) {
-            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname,
-                         names[i]);
-            return -1;
-        }
-        out[i] = args[nargs + k];
-    }
-    for (int i = 0; i < nrequired; i++)
-        if (!out[i]) {
-            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname,
-                         names[i]);
-            return -1;
-        }
-    return 0;
-}
-
-/* ---------------------------------------------------------------------------------------
  * State checks and errors
  */
 
@@ -511,7 +469,7 @@ static PyObject *Queue_put(QueueObject *self, PyObject *const *args, Py_ssize_t 
     PyObject *a[3] = {NULL, NULL, NULL};
     int block;
     mpx_deadline_t dl;
-    if (parse("put", args, nargs, kwnames, names, 1, 3, a) < 0 || check_open(self) < 0 ||
+    if (mpx_py_parse("put", args, nargs, kwnames, names, 1, 3, a) < 0 || check_open(self) < 0 ||
         parse_block_timeout(a[1], a[2], &block, &dl) < 0)
         return NULL;
     return put_one(self, a[0], block, dl);
@@ -566,7 +524,7 @@ static PyObject *Queue_get(QueueObject *self, PyObject *const *args, Py_ssize_t 
     PyObject *a[2] = {NULL, NULL};
     int block;
     mpx_deadline_t dl;
-    if (parse("get", args, nargs, kwnames, names, 0, 2, a) < 0 || check_open(self) < 0)
+    if (mpx_py_parse("get", args, nargs, kwnames, names, 0, 2, a) < 0 || check_open(self) < 0)
         return NULL;
     PyObject *timeout = NULL;
     int blocking = a[0] ? PyObject_IsTrue(a[0]) : 1;
@@ -602,7 +560,7 @@ static PyObject *Queue_put_many(QueueObject *self, PyObject *const *args, Py_ssi
     static const char *const names[] = {"items", "timeout"};
     PyObject *a[2] = {NULL, NULL};
     mpx_deadline_t dl = MPX_FOREVER;
-    if (parse("put_many", args, nargs, kwnames, names, 1, 2, a) < 0 || check_open(self) < 0)
+    if (mpx_py_parse("put_many", args, nargs, kwnames, names, 1, 2, a) < 0 || check_open(self) < 0)
         return NULL;
     if (a[1] && mpx_py_deadline(a[1], &dl) < 0)
         return NULL;
@@ -654,7 +612,7 @@ static PyObject *Queue_get_many(QueueObject *self, PyObject *const *args, Py_ssi
     static const char *const names[] = {"max_items", "timeout"};
     PyObject *a[2] = {NULL, NULL};
     mpx_deadline_t dl = MPX_FOREVER;
-    if (parse("get_many", args, nargs, kwnames, names, 1, 2, a) < 0 || check_open(self) < 0)
+    if (mpx_py_parse("get_many", args, nargs, kwnames, names, 1, 2, a) < 0 || check_open(self) < 0)
         return NULL;
     Py_ssize_t max = PyNumber_AsSsize_t(a[0], PyExc_OverflowError);
     if (max == -1 && PyErr_Occurred())

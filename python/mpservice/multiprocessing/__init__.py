@@ -6,6 +6,15 @@ that defaults to :data:`MP_SPAWN_CTX`, and are implemented on libmpx shared memo
 
 from .context import MP_SPAWN_CTX, SpawnContext
 from .queues import JoinableQueue, Queue, SimpleQueue
+from .synchronize import (
+    Barrier,
+    BoundedSemaphore,
+    Condition,
+    Event,
+    Lock,
+    RLock,
+    Semaphore,
+)
 
 __all__ = [
     "SpawnContext",
@@ -13,4 +22,11 @@ __all__ = [
     "Queue",
     "JoinableQueue",
     "SimpleQueue",
+    "Lock",
+    "RLock",
+    "Condition",
+    "Semaphore",
+    "BoundedSemaphore",
+    "Event",
+    "Barrier",
 ]
