@@ -547,7 +547,7 @@ TEST(error_names_and_text)
 #undef X
     };
     size_t n = sizeof table / sizeof table[0];
-    ASSERT_EQ_INT(n, 8);
+    ASSERT_EQ_INT(n, 9);
     for (size_t i = 0; i < n; i++) {
         ASSERT_LT_INT(table[i].code, -4095); /* outside the errno range */
         ASSERT_EQ_STR(mpx_errname(table[i].code), table[i].name);
@@ -558,13 +558,14 @@ TEST(error_names_and_text)
     ASSERT_EQ_STR(mpx_errname(MPX_ECLOSED), "MPX_ECLOSED");
     ASSERT_EQ_STR(mpx_errname(MPX_EBADFRAME), "MPX_EBADFRAME");
     ASSERT_EQ_STR(mpx_errname(MPX_EVERSION), "MPX_EVERSION");
+    ASSERT_EQ_STR(mpx_errname(MPX_EBROKEN), "MPX_EBROKEN");
 
     /* Every errno value has a name and a text; nothing is ever NULL. */
     for (int e = 1; e < 4096; e++) {
         ASSERT_NOT_NULL(mpx_strerror(-e));
         ASSERT_NOT_NULL(mpx_errname(-e));
     }
-    int unknown[] = {1, EINVAL, 4096, -4096, -5000, -20000, -20009, INT_MIN, INT_MAX};
+    int unknown[] = {1, EINVAL, 4096, -4096, -5000, -20000, -20010, INT_MIN, INT_MAX};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         ASSERT_EQ_STR(mpx_strerror(unknown[i]), "unknown error");
         ASSERT_EQ_STR(mpx_errname(unknown[i]), "EUNKNOWN");
