@@ -26,8 +26,10 @@
  *    pid reported. The lock then works as usual. A zombie (exited, not yet reaped) counts
  *    as dead. Pids are compared within one pid namespace.
  *  - A semaphore has no owner: a permit taken by a process that dies is not given back.
- *  - A condition forgets a waiter whose process has died (at the next notify), so no
- *    notification is spent on it.
+ *  - A condition forgets a waiter whose process has died and been reaped (at the next
+ *    notify), so no notification is spent on it. Up to 60 distinct waiting processes per
+ *    condition are tracked; the waiters of further processes work, but their death is not
+ *    cleaned up.
  *  - A barrier whose waiting party has died breaks: the others get MPX_EBROKEN instead of
  *    waiting for a party that cannot come.
  *

@@ -257,6 +257,12 @@ void mpx__sync_detach(struct mpx__sync_obj *o)
     if (!o->arena)
         return;
     reg_enter();
+    /* The last handle on the current arena: let the arena go too, so that a process that
+     * has destroyed every object holds no descriptor (the next object starts a new one). */
+    if (o->arena == current && current->refs == 2) {
+        current = NULL;
+        arena_unref(o->arena);
+    }
     arena_unref(o->arena);
     pthread_mutex_unlock(&reg_lock);
     o->arena = NULL;

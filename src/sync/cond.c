@@ -22,7 +22,7 @@
 #include "mpx/sync.h"
 #include "sync_internal.h"
 
-#define REGISTRY 24
+#define REGISTRY 60
 
 struct cond_shared {
     struct mpx__object_header h;
@@ -154,17 +154,19 @@ int mpx_cond_notify(mpx_cond *c, mpx_lock *lock, unsigned n)
     if (mpx_lock_is_mine(lock) != 1)
         return -EPERM;
     struct cond_shared *sh = c->sh;
-    if (sh->sleepers == 0 || n == 0)
+    if ((sh->sleepers == 0 && sh->tokens == 0) || n == 0)
         return 0;
     sweep_dead(sh);
     uint32_t grant = n < sh->sleepers ? n : sh->sleepers;
-    if (grant == 0)
-        return 0;
     sh->sleepers -= grant;
     sh->tokens += grant;
     MPX__FAULT("cond.notify.granted");
+    /* Wake as many sleepers as there are tokens not yet taken, not only those granted now:
+     * a notifier that died between granting and waking left its tokens un-woken. */
+    if (sh->tokens == 0)
+        return 0;
     atomic_fetch_add_explicit(&sh->seq, 1, memory_order_release);
-    mpx__futex_wake(&sh->seq, grant > INT32_MAX ? INT32_MAX : (int)grant);
+    mpx__futex_wake(&sh->seq, sh->tokens > INT32_MAX ? INT32_MAX : (int)sh->tokens);
     return 0;
 }
 
