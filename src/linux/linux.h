@@ -92,9 +92,8 @@ int mpx__pid_running(pid_t pid);
 
 /* ---- the calling process and thread ---- */
 
-/* getpid() and gettid(), cached (the caches are reset in a fork child). */
+/* getpid(), cached (the cache is reset in a fork child). */
 pid_t mpx__self_pid(void);
-pid_t mpx__self_tid(void);
 
 /* True when no process `pid` exists any more (kill(pid, 0) fails with ESRCH). Cheap: one
  * system call; a zombie still exists. */

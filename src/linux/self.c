@@ -1,26 +1,22 @@
-/* The calling process's pid and thread id, cached.
+/* The calling process's pid, cached, and a cheap liveness test.
  *
  * Locks record their holder's pid and every acquire compares against it, so the value must
- * cost nothing: glibc no longer caches getpid(). Both caches are cleared in a fork child by
- * a pthread_atfork handler (registered on first use), which runs in the forking thread,
- * the only thread of the child; a thread's id is cached per thread.
+ * cost nothing: glibc no longer caches getpid(). The cache is cleared in a fork child by a
+ * pthread_atfork handler, registered on first use.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "linux.h"
 
 static _Atomic pid_t cached_pid;
-static _Thread_local pid_t cached_tid;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 static void after_fork_child(void)
 {
     atomic_store_explicit(&cached_pid, 0, memory_order_relaxed);
-    cached_tid = 0;
 }
 
 static void register_atfork(void)
@@ -37,15 +33,6 @@ pid_t mpx__self_pid(void)
     p = getpid();
     atomic_store_explicit(&cached_pid, p, memory_order_relaxed);
     return p;
-}
-
-pid_t mpx__self_tid(void)
-{
-    if (__builtin_expect(cached_tid != 0, 1))
-        return cached_tid;
-    pthread_once(&atfork_once, register_atfork);
-    cached_tid = (pid_t)syscall(SYS_gettid);
-    return cached_tid;
 }
 
 bool mpx__pid_gone(pid_t pid)

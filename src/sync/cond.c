@@ -4,7 +4,9 @@
  * a few counters changed only under the caller's lock, plus a futex sequence word:
  *   sleepers  waiters registered and not yet notified;
  *   tokens    notifications granted and not yet taken;
- *   seq       bumped by every notify; waiters sleep on it with the lock released.
+ *   seq       bumped by every notify; waiters sleep on it with the lock released;
+ *   sleeping  waiters inside the futex sleep (a waiter that dies there leaves it one too
+ *             high, which costs only an unneeded wake system call).
  * notify(n) moves min(n, sleepers) waiters to tokens and wakes that many sleepers. A waiter
  * that wakes re-acquires the lock and takes a token if one is left; otherwise (a token was
  * taken by a waiter that had not yet gone to sleep, which is just as good) it sleeps
@@ -29,7 +31,7 @@ struct cond_shared {
     _Atomic uint32_t seq;
     uint32_t sleepers;
     uint32_t tokens;
-    uint32_t reserved;
+    _Atomic uint32_t sleeping; /* waiters in (or entering) the futex sleep, without the lock */
     struct {
         uint32_t pid;
         uint32_t n; /* waiters of that process in wait() */
@@ -126,8 +128,13 @@ int mpx_cond_wait(mpx_cond *c, mpx_lock *lock, mpx_deadline_t deadline, pid_t *d
         r = 0;
         if (deadline == MPX_NOWAIT)
             r = -EAGAIN;
-        else if (!mpx__spin_while_eq(&sh->seq, s, MPX__SPIN_NS, deadline))
+        else if (!mpx__spin_while_eq(&sh->seq, s, MPX__SPIN_NS, deadline)) {
+            /* Announce the sleep so that notify makes the wake system call only when
+             * someone sleeps; either notify sees the count or the futex sees the new seq. */
+            atomic_fetch_add(&sh->sleeping, 1);
             r = mpx__futex_wait(&sh->seq, s, deadline);
+            atomic_fetch_sub(&sh->sleeping, 1);
+        }
         if (mpx__lock_restore(lock, level, &dead) == MPX_EOWNERDEAD)
             outcome = MPX_EOWNERDEAD;
         if (sh->tokens > 0 || r < 0 ||
@@ -165,8 +172,9 @@ int mpx_cond_notify(mpx_cond *c, mpx_lock *lock, unsigned n)
      * a notifier that died between granting and waking left its tokens un-woken. */
     if (sh->tokens == 0)
         return 0;
-    atomic_fetch_add_explicit(&sh->seq, 1, memory_order_release);
-    mpx__futex_wake(&sh->seq, sh->tokens > INT32_MAX ? INT32_MAX : (int)sh->tokens);
+    atomic_fetch_add(&sh->seq, 1);
+    if (atomic_load(&sh->sleeping) > 0)
+        mpx__futex_wake(&sh->seq, sh->tokens > INT32_MAX ? INT32_MAX : (int)sh->tokens);
     return 0;
 }
 

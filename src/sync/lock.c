@@ -12,6 +12,7 @@
  * that wakes takes the lock with the bit set, since others may still sleep.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "fault.h"
@@ -124,11 +125,18 @@ int mpx__olock_release(_Atomic uint32_t *word)
 
 struct lock_shared {
     struct mpx__object_header h;
-    _Atomic uint32_t word;      /* the owner-recording lock word */
-    _Atomic uint32_t owner_tid; /* recursive: the owning thread, 0 when free */
-    _Atomic uint32_t count;     /* recursive: the recursion level */
-    uint32_t kind;              /* enum mpx_lock_kind, immutable */
+    _Atomic uint32_t word;         /* the owner-recording lock word */
+    uint32_t kind;                 /* enum mpx_lock_kind, immutable */
+    _Atomic uint64_t owner_thread; /* recursive: pthread_self() of the owner, 0 when free */
+    _Atomic uint32_t count;        /* recursive: the recursion level */
 };
+
+/* The calling thread, as recorded in owner_thread. pthread_self() is a register read; it
+ * is unique only within a process, which is enough since the pid is compared first. */
+static uint64_t self_thread(void)
+{
+    return (uint64_t)pthread_self();
+}
 
 struct mpx_lock {
     struct mpx__sync_obj obj;
@@ -162,8 +170,7 @@ static bool owned_by_caller(const mpx_lock *l)
 {
     uint32_t c = atomic_load_explicit(&l->sh->word, memory_order_relaxed);
     return (pid_t)(c & MPX__OLOCK_PID_MASK) == mpx__self_pid() &&
-           (pid_t)atomic_load_explicit(&l->sh->owner_tid, memory_order_relaxed) ==
-               mpx__self_tid();
+           atomic_load_explicit(&l->sh->owner_thread, memory_order_relaxed) == self_thread();
 }
 
 int mpx_lock_acquire(mpx_lock *l, mpx_deadline_t deadline, pid_t *dead_owner)
@@ -183,7 +190,7 @@ int mpx_lock_acquire(mpx_lock *l, mpx_deadline_t deadline, pid_t *dead_owner)
     if (r < 0 && r != MPX_EOWNERDEAD)
         return r;
     if (recursive(l)) {
-        atomic_store_explicit(&sh->owner_tid, (uint32_t)mpx__self_tid(), memory_order_relaxed);
+        atomic_store_explicit(&sh->owner_thread, self_thread(), memory_order_relaxed);
         atomic_store_explicit(&sh->count, 1, memory_order_relaxed);
     }
     MPX__FAULT("lock.acquired");
@@ -206,7 +213,7 @@ int mpx_lock_release(mpx_lock *l)
             return 0;
         }
         atomic_store_explicit(&sh->count, 0, memory_order_relaxed);
-        atomic_store_explicit(&sh->owner_tid, 0, memory_order_relaxed);
+        atomic_store_explicit(&sh->owner_thread, 0, memory_order_relaxed);
     }
     return mpx__olock_release(&sh->word);
 }
