@@ -28,3 +28,13 @@ def test_queue_pipeline_example():
     assert out[2].startswith("unpicklable item refused: ")
     assert out[2].endswith("| items queued: 0")
     assert out[3] == "worker exit code: 0"
+
+
+def test_sync_recovery_example():
+    out = run_example("sync_recovery.py").splitlines()
+    assert out == [
+        "all three arrived",
+        "results in order: [0, 1, 4]",
+        "acquire raised OwnerDiedError; the dead holder was the worker: True",
+        "the lock works again: True",
+    ]
