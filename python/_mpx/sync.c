@@ -7,11 +7,17 @@
  * object itself. It is a lock, a recursive lock or a semaphore.
  *
  * Waiting: each call first tries without waiting while holding the GIL; only then is the
- * GIL released for the blocking call, which returns -EINTR on a signal so that
- * PyErr_CheckSignals() can run (Ctrl-C) before the call is repeated with the same deadline.
+ * GIL released for the blocking call (wait_released()), which returns -EINTR on a signal
+ * so that PyErr_CheckSignals() can run (Ctrl-C) before the call is repeated with the same
+ * deadline. A signal that arrives while the waiter is not inside the system call (between
+ * two of the periodic liveness checks of a lock or barrier wait, say) does not interrupt
+ * anything, so blocking calls are made in slices of at most 200 ms with a signal check
+ * between slices: Ctrl-C is never lost, only delayed by at most a slice.
  */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
+#include <unistd.h>
 
 #include "mpxmodule.h"
 
@@ -96,6 +102,30 @@ static PyObject *raise_owner_died(mpx_state *st, pid_t pid, const char *after)
     return NULL;
 }
 
+#define SLICE_NS 200000000
+
+#define RAISED INT_MIN /* wait_released(): a Python exception is set (no result is this) */
+
+/* Runs fn(ctx, deadline) with the GIL released, in slices (see the top of the file).
+ * Returns fn's final result (never -EINTR), or RAISED when a signal handler raised. */
+static int wait_released(int (*fn)(void *ctx, mpx_deadline_t deadline), void *ctx,
+                         mpx_deadline_t deadline)
+{
+    for (;;) {
+        int64_t now = mpx_now();
+        mpx_deadline_t slice =
+            deadline == MPX_FOREVER || deadline - now > SLICE_NS ? now + SLICE_NS : deadline;
+        int r;
+        Py_BEGIN_ALLOW_THREADS
+        r = fn(ctx, slice);
+        Py_END_ALLOW_THREADS
+        if (r != -EINTR && (r != -ETIMEDOUT || slice == deadline))
+            return r;
+        if (PyErr_CheckSignals() < 0)
+            return RAISED;
+    }
+}
+
 /* Parses (block=True, timeout=None) into a deadline, as the stdlib's SemLock.acquire:
  * block=False ignores the timeout; a negative timeout counts as 0. */
 static int parse_acquire(const char *fname, PyObject *const *args, Py_ssize_t nargs,
@@ -133,10 +163,16 @@ static int parse_timeout(const char *fname, PyObject *const *args, Py_ssize_t na
  * SemLock
  */
 
-static int semlock_try(SemLockObject *self, mpx_deadline_t deadline, pid_t *dead)
+struct acquire_call {
+    SemLockObject *self;
+    pid_t dead;
+};
+
+static int semlock_try(void *ctx, mpx_deadline_t deadline)
 {
-    return self->kind == KIND_SEM ? mpx_sem_acquire(self->sem, deadline)
-                                  : mpx_lock_acquire(self->lock, deadline, dead);
+    struct acquire_call *c = ctx;
+    return c->self->kind == KIND_SEM ? mpx_sem_acquire(c->self->sem, deadline)
+                                     : mpx_lock_acquire(c->self->lock, deadline, &c->dead);
 }
 
 static int semlock_release_raw(SemLockObject *self)
@@ -164,19 +200,11 @@ static int semlock_acquire(SemLockObject *self, mpx_deadline_t deadline)
 {
     if (!self->lock && !self->sem)
         return not_initialized();
-    pid_t dead = 0;
-    int r = semlock_try(self, MPX_NOWAIT, &dead);
-    if (r == -EAGAIN && deadline != MPX_NOWAIT) {
-        for (;;) {
-            Py_BEGIN_ALLOW_THREADS
-            r = semlock_try(self, deadline, &dead);
-            Py_END_ALLOW_THREADS
-            if (r != -EINTR)
-                break;
-            if (PyErr_CheckSignals() < 0)
-                return -1;
-        }
-    }
+    struct acquire_call call = {self, 0};
+    int r = semlock_try(&call, MPX_NOWAIT);
+    if (r == -EAGAIN && deadline != MPX_NOWAIT &&
+        (r = wait_released(semlock_try, &call, deadline)) == RAISED)
+        return -1;
     if (r == 0) {
         if (self->kind != KIND_RLOCK)
             note_acquired(self);
@@ -187,7 +215,7 @@ static int semlock_acquire(SemLockObject *self, mpx_deadline_t deadline)
     if (r == MPX_EOWNERDEAD) {
         /* Raising means "not acquired": give the lock back so that it is usable again. */
         mpx_lock_release(self->lock);
-        raise_owner_died(self->st, dead, "the lock has been released");
+        raise_owner_died(self->st, call.dead, "the lock has been released");
         return -1;
     }
     mpx_py_error(self->st, r);
@@ -238,9 +266,16 @@ static PyObject *SemLock_exit(SemLockObject *self, PyObject *const *args, Py_ssi
 
 static PyObject *SemLock_count(SemLockObject *self, PyObject *unused)
 {
-    if (self->kind == KIND_RLOCK)
-        return PyLong_FromUnsignedLong(self->lock ? mpx_lock_count(self->lock) : 0);
-    return PyLong_FromLong(local_count(self));
+    if (self->kind != KIND_RLOCK)
+        return PyLong_FromLong(local_count(self));
+    if (!self->lock)
+        return PyLong_FromLong(0);
+    /* As the stdlib's: nonzero while a thread of this process holds it (the stdlib's RLock
+     * repr tells "SomeOtherThread" from "SomeOtherProcess" by it). */
+    unsigned n = mpx_lock_count(self->lock);
+    if (n == 0 && mpx_lock_owner(self->lock) == getpid())
+        n = 1;
+    return PyLong_FromUnsignedLong(n);
 }
 
 static int semlock_is_mine(SemLockObject *self)
@@ -529,6 +564,21 @@ static SemLockObject *as_lock(CondVarObject *self, PyObject *lock)
     return (SemLockObject *)lock;
 }
 
+struct cond_call {
+    mpx_cond *cond;
+    mpx_lock *lock;
+    pid_t dead;
+};
+
+/* One slice of a wait: on a timeout the lock is held again and the registration withdrawn,
+ * and no notification can slip by before the next slice registers again, since notify
+ * needs the lock. */
+static int cond_wait(void *ctx, mpx_deadline_t deadline)
+{
+    struct cond_call *c = ctx;
+    return mpx_cond_wait(c->cond, c->lock, deadline, &c->dead);
+}
+
 /* wait(lock, timeout=None) -> bool: the caller holds `lock` (checked by the Python layer
  * per thread); it is held again on return, exception or not. */
 static PyObject *CondVar_wait(CondVarObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -546,20 +596,11 @@ static PyObject *CondVar_wait(CondVarObject *self, PyObject *const *args, Py_ssi
      * as it was, since the lock is held again on return. */
     long count = lk->count;
     unsigned long tid = lk->last_tid, gen = lk->generation;
-    pid_t dead = 0;
-    int r;
-    for (;;) {
-        Py_BEGIN_ALLOW_THREADS
-        r = mpx_cond_wait(self->cond, lk->lock, deadline, &dead);
-        Py_END_ALLOW_THREADS
-        if (r != -EINTR)
-            break;
-        if (PyErr_CheckSignals() < 0) {
-            lk->count = count, lk->last_tid = tid, lk->generation = gen;
-            return NULL;
-        }
-    }
+    struct cond_call call = {self->cond, lk->lock, 0};
+    int r = wait_released(cond_wait, &call, deadline);
     lk->count = count, lk->last_tid = tid, lk->generation = gen;
+    if (r == RAISED)
+        return NULL;
     if (r == 0)
         Py_RETURN_TRUE;
     if (r == -ETIMEDOUT || r == -EAGAIN)
@@ -569,7 +610,7 @@ static PyObject *CondVar_wait(CondVarObject *self, PyObject *const *args, Py_ssi
         return NULL;
     }
     if (r == MPX_EOWNERDEAD)
-        return raise_owner_died(self->st, dead, "the lock is held again by this thread");
+        return raise_owner_died(self->st, call.dead, "the lock is held again by this thread");
     return mpx_py_error(self->st, r);
 }
 
@@ -662,6 +703,11 @@ static PyObject *Event_clear(EventObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static int event_wait(void *ctx, mpx_deadline_t deadline)
+{
+    return mpx_event_wait(ctx, deadline);
+}
+
 static PyObject *Event_wait(EventObject *self, PyObject *const *args, Py_ssize_t nargs,
                             PyObject *kwnames)
 {
@@ -669,16 +715,9 @@ static PyObject *Event_wait(EventObject *self, PyObject *const *args, Py_ssize_t
     if (Event_ready(self) < 0 || parse_timeout("wait", args, nargs, kwnames, &deadline) < 0)
         return NULL;
     int r = mpx_event_wait(self->event, MPX_NOWAIT);
-    while (r == -EAGAIN && deadline != MPX_NOWAIT) {
-        Py_BEGIN_ALLOW_THREADS
-        r = mpx_event_wait(self->event, deadline);
-        Py_END_ALLOW_THREADS
-        if (r != -EINTR)
-            break;
-        if (PyErr_CheckSignals() < 0)
-            return NULL;
-        r = -EAGAIN;
-    }
+    if (r == -EAGAIN && deadline != MPX_NOWAIT &&
+        (r = wait_released(event_wait, self->event, deadline)) == RAISED)
+        return NULL;
     if (r == 0)
         Py_RETURN_TRUE;
     if (r == -EAGAIN || r == -ETIMEDOUT)
@@ -747,6 +786,23 @@ static PyObject *break_and_raise(BarrierObject *self, int r)
     return NULL; /* an exception is already set */
 }
 
+struct barrier_call {
+    mpx_barrier *barrier;
+    uint64_t ticket;
+};
+
+static int barrier_arrive(void *ctx, mpx_deadline_t deadline)
+{
+    struct barrier_call *c = ctx;
+    return mpx_barrier_arrive(c->barrier, deadline, &c->ticket);
+}
+
+static int barrier_await(void *ctx, mpx_deadline_t deadline)
+{
+    struct barrier_call *c = ctx;
+    return mpx_barrier_await(c->barrier, c->ticket, deadline);
+}
+
 /* _wait(action, timeout) -> index */
 static PyObject *Barrier_wait(BarrierObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -758,17 +814,10 @@ static PyObject *Barrier_wait(BarrierObject *self, PyObject *const *args, Py_ssi
     if (Barrier_ready(self) < 0 || mpx_py_deadline(args[1], &deadline) < 0)
         return NULL;
     PyObject *action = args[0];
-    uint64_t ticket;
-    int idx;
-    for (;;) {
-        Py_BEGIN_ALLOW_THREADS
-        idx = mpx_barrier_arrive(self->barrier, deadline, &ticket);
-        Py_END_ALLOW_THREADS
-        if (idx != -EINTR)
-            break;
-        if (PyErr_CheckSignals() < 0)
-            return NULL;
-    }
+    struct barrier_call call = {self->barrier, 0};
+    int idx = wait_released(barrier_arrive, &call, deadline);
+    if (idx == RAISED)
+        return NULL; /* not arrived: nothing to undo */
     if (idx == MPX_EBROKEN)
         return broken_barrier(self);
     if (idx < 0)
@@ -780,19 +829,12 @@ static PyObject *Barrier_wait(BarrierObject *self, PyObject *const *args, Py_ssi
                 return break_and_raise(self, 0);
             Py_DECREF(res);
         }
-        int r = mpx_barrier_trip(self->barrier, ticket);
+        int r = mpx_barrier_trip(self->barrier, call.ticket);
         return r < 0 ? broken_barrier(self) : PyLong_FromLong(idx);
     }
-    int r;
-    for (;;) {
-        Py_BEGIN_ALLOW_THREADS
-        r = mpx_barrier_await(self->barrier, ticket, deadline);
-        Py_END_ALLOW_THREADS
-        if (r != -EINTR)
-            break;
-        if (PyErr_CheckSignals() < 0)
-            return break_and_raise(self, 0);
-    }
+    int r = wait_released(barrier_await, &call, deadline);
+    if (r == RAISED)
+        return break_and_raise(self, 0);
     if (r == MPX_EBROKEN)
         return broken_barrier(self);
     if (r < 0)

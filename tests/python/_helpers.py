@@ -295,3 +295,288 @@ def fault_op(q, point, op, payload):
     elif op == "wait":
         q.get(timeout=30)
     os._exit(5)
+
+
+# --------------------------------------------------------------------------
+# synchronization primitives (test_sync_api.py, test_sync_processes.py)
+# --------------------------------------------------------------------------
+
+
+class SyncImpl:
+    """Factory of the synchronization primitives of one implementation:
+    'stdlib' (``multiprocessing.get_context('spawn')``'s) or 'ours'
+    (``module`` is ``mpservice.multiprocessing``)."""
+
+    def __init__(self, name, module=None):
+        import multiprocessing as mp
+
+        self.name = name
+        self.m = module
+        self.ctx = mp.get_context("spawn") if name == "stdlib" else module.MP_SPAWN_CTX
+
+    def __repr__(self):
+        return f"SyncImpl({self.name})"
+
+    @property
+    def ours(self) -> bool:
+        return self.name == "ours"
+
+    def cls(self, name):
+        """The class (stdlib: multiprocessing.synchronize's)."""
+        if self.ours:
+            return getattr(self.m, name)
+        import multiprocessing.synchronize as ms
+
+        return getattr(ms, name)
+
+    def make(self, name, *args, ctx=None, **kwargs):
+        if self.ours:
+            if ctx is not None:
+                kwargs["ctx"] = ctx
+            return getattr(self.m, name)(*args, **kwargs)
+        return getattr(ctx or self.ctx, name)(*args, **kwargs)
+
+    def Lock(self, **kw):
+        return self.make("Lock", **kw)
+
+    def RLock(self, **kw):
+        return self.make("RLock", **kw)
+
+    def Semaphore(self, *a, **kw):
+        return self.make("Semaphore", *a, **kw)
+
+    def BoundedSemaphore(self, *a, **kw):
+        return self.make("BoundedSemaphore", *a, **kw)
+
+    def Condition(self, *a, **kw):
+        return self.make("Condition", *a, **kw)
+
+    def Event(self, **kw):
+        return self.make("Event", **kw)
+
+    def Barrier(self, *a, **kw):
+        return self.make("Barrier", *a, **kw)
+
+
+def _outcome(fn, *args, **kwargs):
+    """('ok', result) or ('raise', type name, str(exc)); picklable."""
+    try:
+        return ("ok", fn(*args, **kwargs))
+    except Exception as e:  # noqa: BLE001
+        return ("raise", type(e).__name__, str(e))
+
+
+def sync_travel_child(out, lock, rlock, sem, *, bsem, cond, clock, event, barrier):
+    """Exercise every primitive received as a Process argument. The parent
+    holds lock and rlock, took one permit of sem = Semaphore(3) and both of
+    bsem = BoundedSemaphore(2), and set event; cond is built on clock."""
+    import multiprocessing as mp
+
+    name = mp.current_process().name
+    r = {"name": name}
+    r["lock_busy"] = lock.acquire(timeout=0.05)
+    r["lock_repr_other"] = repr(lock)
+    r["lock_release_other"] = _outcome(lock.release)  # a plain lock: allowed
+    r["lock_acquire"] = lock.acquire(timeout=10)
+    lock.release()
+    # (not `lock`: after a foreign release the stdlib's per-process count is off)
+    with clock:
+        r["lock_repr_mine"] = repr(clock)
+    r["rlock_busy"] = rlock.acquire(timeout=0.05)
+    r["rlock_repr_other"] = repr(rlock)
+    r["rlock_release_other"] = _outcome(rlock.release)
+    r["sem_value"] = sem.get_value()
+    r["sem_acquire"] = sem.acquire(timeout=10)
+    r["sem_repr"] = repr(sem)
+    r["bsem_busy"] = bsem.acquire(False)
+    r["bsem_release1"] = _outcome(bsem.release)
+    r["bsem_release2"] = _outcome(bsem.release)
+    r["bsem_release3"] = _outcome(bsem.release)
+    r["bsem_repr"] = repr(bsem)
+    r["event_is_set"] = event.is_set()
+    r["event_wait"] = event.wait(5)
+    event.clear()
+    with cond:
+        r["clock_held_via_cond"] = not clock.acquire(False)
+        r["cond_wait"] = cond.wait(0.05)
+        cond.notify_all()
+    r["barrier_parties"] = barrier.parties
+    r["barrier_index"] = barrier.wait(timeout=60)
+    out.put(r)
+
+
+def sync_log_critical(lock, out, tag, n, hold, start):
+    """Report ready, wait for `start` (an Event), then n times: acquire lock
+    (any primitive with acquire/release) and log the interval spent inside
+    as (tag, t_enter, t_exit)."""
+    out.put(("ready", tag))
+    if not start.wait(60):
+        raise SystemExit(3)
+    spans = []
+    for _ in range(n):
+        lock.acquire()
+        try:
+            t0 = time.monotonic()
+            time.sleep(hold)
+            t1 = time.monotonic()
+        finally:
+            lock.release()
+        spans.append((tag, t0, t1))
+    out.put(("spans", spans))
+
+
+def sync_set_later(event, delay):
+    time.sleep(delay)
+    event.set()
+
+
+def sync_event_waiter(event, out, tag, timeout):
+    out.put(("ready", tag))
+    out.put(("waited", tag, event.wait(timeout)))
+
+
+def sync_cond_waiter(cond, out, tag, timeout):
+    with cond:
+        out.put(("waiting", tag))  # the lock is held: wait() registers before others get it
+        r = cond.wait(timeout)
+        out.put(("woken", tag, r))
+
+
+def sync_set_and_notify(cond, event, delay):
+    """After delay: under cond's lock, set event and notify all waiters."""
+    time.sleep(delay)
+    with cond:
+        event.set()
+        cond.notify_all()
+
+
+def sync_barrier_action(out):
+    out.put(("action", os.getpid()))
+
+
+def sync_failing_action():
+    raise ZeroDivisionError("action failed in " + str(os.getpid()))
+
+
+def sync_barrier_worker(barrier, out, rounds, timeout):
+    for g in range(rounds):
+        try:
+            idx = barrier.wait(timeout)
+        except Exception as e:  # noqa: BLE001
+            out.put(("raise", g, type(e).__name__, os.getpid()))
+            return
+        out.put(("index", g, idx, os.getpid()))
+
+
+def sync_hold_forever(lock, out, times=1):
+    """Acquire lock `times` times (recursively for an RLock) and keep it until killed."""
+    for _ in range(times):
+        lock.acquire()
+    out.put(("held", os.getpid()))
+    time.sleep(3600)
+
+
+def _free_in_other_thread(lock):
+    """Whether another thread can take lock at once (released again)."""
+    import threading
+
+    res = []
+
+    def attempt():
+        ok = lock.acquire(False)
+        if ok:
+            lock.release()
+        res.append(ok)
+
+    t = threading.Thread(target=attempt, daemon=True)
+    t.start()
+    t.join(10)
+    return res[0] if res else None
+
+
+def sync_acquire_report(lock, out, timeout):
+    """Acquire lock; report ('ok', acquired) or ('died', pid, errno, msg,
+    free_after) for an OwnerDiedError (free_after: acquire(False) then
+    succeeded), or ('raise', type name, msg)."""
+    from mpservice.multiprocessing.synchronize import OwnerDiedError
+
+    out.put(("ready", os.getpid()))
+    try:
+        r = lock.acquire(timeout=timeout)
+    except OwnerDiedError as e:
+        out.put(("died", e.pid, e.errno, str(e), _free_in_other_thread(lock)))
+        return
+    except Exception as e:  # noqa: BLE001
+        out.put(("raise", type(e).__name__, str(e)))
+        return
+    if r:
+        lock.release()
+    out.put(("ok", r))
+
+
+def sync_notify_and_hold(cond, out):
+    """Notify one waiter, then keep the condition's lock until killed."""
+    cond.acquire()
+    cond.notify()
+    out.put(("notified", os.getpid()))
+    time.sleep(3600)
+
+
+def sync_block_in(obj, op, out):
+    """Report ('ready', op, pid), then block forever in the given call."""
+    out.put(("ready", op, os.getpid()))
+    if op in ("lock", "semaphore"):
+        obj.acquire()
+    elif op == "event":
+        obj.wait()
+    elif op == "condition":
+        with obj:
+            obj.wait()
+    elif op == "barrier":
+        obj.wait()
+    else:
+        raise ValueError(op)
+    time.sleep(3600)
+
+
+def sync_touch_many(locks, events, out):
+    """Release the odd-numbered locks (held by the parent; plain locks allow
+    it) and set every third event."""
+    res = [_outcome(locks[i].release) for i in range(1, len(locks), 2)]
+    for i in range(0, len(events), 3):
+        events[i].set()
+    out.put(res)
+
+
+def shm_refs(pid="self"):
+    """Paths under /dev/shm that process `pid` maps or holds open."""
+    refs = set()
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            for line in f:
+                i = line.find("/dev/shm/")
+                if i >= 0:
+                    refs.add(line[i:].strip())
+    except OSError:
+        pass
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                t = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if t.startswith("/dev/shm/"):
+                refs.add(t)
+    except OSError:
+        pass
+    return sorted(refs)
+
+
+def sync_shm_report(conn, lock, sem, event):
+    """Use the primitives, then send the /dev/shm paths this process refers to."""
+    ok = lock.acquire(timeout=10)
+    lock.release()
+    sem.release()
+    event.set()
+    conn.send((ok, shm_refs()))
+    conn.close()

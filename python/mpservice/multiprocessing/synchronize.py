@@ -18,6 +18,7 @@ forkserver start methods; pickling them anywhere else raises the standard Runtim
 
 from __future__ import annotations
 
+import operator
 import os
 import threading
 import time
@@ -57,10 +58,10 @@ _SEM_VALUE_MAX = 2147483647
 
 
 # Many objects share one arena (one descriptor), and a Process's arguments may hold several
-# of them. The spawn start method accepts each descriptor only once per child, so every
-# object names the same inherited descriptor there; the first one unpickled attaches through
-# it and closes it, and the others find the arena already mapped (by its identity, the
-# memfd's device and inode). Under forkserver each object brings its own copy.
+# of them. Each arena's descriptor is passed once per child, so every object of it names
+# the same inherited descriptor there; the first one unpickled attaches through it and
+# closes it, and the others find the arena already mapped (by its identity, the memfd's
+# device and inode).
 _arenas: "weakref.WeakValueDictionary[tuple[int, int], Any]" = weakref.WeakValueDictionary()
 _consumed: dict[int, tuple[int, int]] = {}  # inherited descriptors already used and closed
 
@@ -71,11 +72,14 @@ def _share(handle) -> tuple:
     fd = handle._fd()
     st = os.fstat(fd)
     popen = _context.get_spawning_popen()
-    if type(popen).__module__ == "multiprocessing.popen_spawn_posix" and fd in popen._fds:
-        dupfd = popen.DupFd(fd)  # already passed to this child
-    else:
-        dupfd = _reduction.DupFd(fd)
-    return (dupfd, (st.st_dev, st.st_ino), handle._offset())
+    if popen is None or not hasattr(popen, "duplicate_for_child"):
+        return (_reduction.DupFd(fd), (st.st_dev, st.st_ino), handle._offset())
+    # Pass each arena once per child: spawn accepts a descriptor only once, and the
+    # forkserver sends at most a few hundred.
+    tokens = popen.__dict__.setdefault("_mpx_arena_tokens", {})
+    if fd not in tokens:
+        tokens[fd] = popen.duplicate_for_child(fd)
+    return (popen.DupFd(tokens[fd]), (st.st_dev, st.st_ino), handle._offset())
 
 
 def _unshare(handle, place: tuple, *extra) -> None:
@@ -135,7 +139,7 @@ class RLock(_SemLock, _std.RLock):
 
 
 def _check_value(value: int) -> int:
-    value = int(value)
+    value = operator.index(value)
     if value < 0:
         raise ValueError("semaphore initial value must be >= 0")
     if value > _SEM_VALUE_MAX:
