@@ -3,24 +3,24 @@
  * Segment layout (docs/queue.md has the full description and the crash-consistency
  * argument):
  *
- *   [0, 4096)          struct queue_shared: format header, robust lock, committed state
+ *   [0, 4096)          struct queue_shared: format header, lock word, committed state
  *                      (double-buffered), futex words and wake flags
  *   [4096, 4096+cap)   the ring of records; a record is a uint64 length, the message bytes,
  *                      and zero to seven bytes of padding
  *
- * Every change to the queue happens under one robust process-shared mutex, and becomes
+ * Every change to the queue happens under one process-shared lock, whose word records the
+ * holder's pid so that a holder's death is detected (the sync engine's lock), and becomes
  * visible through a single 32-bit store: the new state is written into the inactive one of
  * two state slots, then `cur` is flipped to it. A process killed before the flip changed
  * nothing that anyone can observe; a process killed after it has completed the operation.
  * Wake-ups are issued while the lock is held and before the flip: a woken sleeper re-checks
  * under the lock, so it either sees the completed operation or, if the waker died holding
- * the lock (even right after its flip), receives EOWNERDEAD itself and wakes every other
+ * the lock (even right after its flip), takes the lock over itself and wakes every other
  * sleeper as part of recovery. (Waking after the flip would leave the sleepers asleep if the
  * waker died in between and no other process ever took the lock again.)
  */
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -39,11 +39,15 @@
 #endif
 
 #define QUEUE_MAGIC 0x5158504du /* "MPXQ" */
-#define QUEUE_VERSION 1u
+#define QUEUE_VERSION 2u
 #define HEADER_SIZE 4096u
 #define DEFAULT_CAPACITY (256u * 1024u)
 #define MIN_CAPACITY 4096u
 #define DEFAULT_SPIN_NS 50000u
+/* How long a process spins for the queue lock before sleeping: it is held for a copy of at
+ * most RESERVE_BYTES (tens of microseconds), so a short spin usually catches its release
+ * without the cost of sleeping and being woken. */
+#define LOCK_SPIN_NS 20000u
 /* When the queue drains, pages of the ring beyond this many bytes, or beyond four times the
  * largest put since the last release if that is more, go back to the system: memory taken
  * by a backlog is returned, while a ring in steady use keeps its pages warm. */
@@ -98,7 +102,8 @@ struct queue_shared {
     uint64_t maxsize;
     uint64_t reserved0;
 
-    pthread_mutex_t lock __attribute__((aligned(64)));
+    /* The owner-recording lock word of the sync engine (docs/sync.md, "Locks"). */
+    _Atomic uint32_t lock __attribute__((aligned(64)));
 
     /* Committed state: st[cur]. Read and written under the lock only. */
     _Atomic uint32_t cur __attribute__((aligned(64)));
@@ -228,41 +233,33 @@ static void unpin(mpx_queue *q)
 
 static int unlock(mpx_queue *q)
 {
-    pthread_mutex_unlock(&q->sh->lock);
+    mpx__olock_release(&q->sh->lock);
     return 0;
 }
 
 /* Takes the lock. With `try`, never waits (-EBUSY). Otherwise waits until `deadline` only
  * when the deadline is a real one; for MPX_NOWAIT the lock is still awaited, since it is
- * only ever held for the length of a copy. */
+ * only ever held for the length of a copy. A holder that died is taken over (the lock word
+ * records its pid): the state needs no repair, see recover(). */
 static int lock(mpx_queue *q, bool try, mpx_deadline_t deadline)
 {
-    pthread_mutex_t *m = &q->sh->lock;
     int r;
     if (try) {
-        r = pthread_mutex_trylock(m);
-    } else if (deadline == MPX_FOREVER || deadline == MPX_NOWAIT) {
-        r = pthread_mutex_lock(m);
+        if (!mpx__olock_try(&q->sh->lock))
+            return -EBUSY;
     } else {
-        struct timespec ts = mpx__ts_from_ns(deadline);
-        r = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
-    }
-    if (r == EOWNERDEAD) {
-        recover(q);
-        pthread_mutex_consistent(m);
-        r = 0;
-    }
-    switch (r) {
-    case 0:
-        break;
-    case EBUSY:
-        return -EBUSY;
-    case ETIMEDOUT:
-        return -ETIMEDOUT;
-    case ENOTRECOVERABLE:
-        return MPX_EBADSEG;
-    default:
-        return -r;
+        /* Signals do not interrupt this short wait: callers report -EINTR only from the
+         * waits for an event. */
+        pid_t dead;
+        do
+            r = mpx__olock_acquire(&q->sh->lock,
+                                   deadline == MPX_NOWAIT ? MPX_FOREVER : deadline,
+                                   LOCK_SPIN_NS, &dead);
+        while (r == -EINTR);
+        if (r == MPX_EOWNERDEAD)
+            recover(q);
+        else if (r < 0)
+            return r;
     }
     struct qstate *s = state(q);
     if (!state_valid(s, q->maxsize)) {
@@ -335,14 +332,6 @@ int mpx_queue_create(mpx_queue **out, const mpx_queue_options *opt)
     sh->header_size = HEADER_SIZE;
     sh->spin_ns = spin;
     sh->maxsize = o.maxsize;
-    pthread_mutexattr_t a;
-    pthread_mutexattr_init(&a);
-    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-    r = -pthread_mutex_init(&sh->lock, &a);
-    pthread_mutexattr_destroy(&a);
-    if (r < 0)
-        goto fail;
     sh->st[0].cap = cap;
     atomic_store(&sh->cur, 0);
     q->maxsize = o.maxsize;

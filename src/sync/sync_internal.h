@@ -128,7 +128,7 @@ int mpx__sync_fd(const struct mpx__sync_obj *o);
  * The owner-recording lock word (docs/sync.md, "Locks")
  *
  * 0 when free; otherwise the holder's pid, with OLOCK_WAITERS set once a waiter may sleep.
- * Used by mpx_lock and as the internal guard of a barrier.
+ * Used by mpx_lock, as the internal guard of a barrier, and as the queue's lock.
  */
 
 #define MPX__OLOCK_PID_MASK 0x3fffffffu
@@ -138,6 +138,14 @@ int mpx__sync_fd(const struct mpx__sync_obj *o);
  * -ETIMEDOUT, -EINTR, or MPX_EOWNERDEAD (taken over from the dead *dead). */
 int mpx__olock_acquire(_Atomic uint32_t *word, mpx_deadline_t deadline, uint32_t spin_ns,
                        pid_t *dead);
+
+/* Takes the word if it is free, without waiting and without looking at a holder. */
+static inline bool mpx__olock_try(_Atomic uint32_t *word)
+{
+    uint32_t c = 0;
+    return atomic_compare_exchange_strong_explicit(word, &c, (uint32_t)mpx__self_pid(),
+                                                   memory_order_acquire, memory_order_relaxed);
+}
 
 /* Frees the word (whoever holds it) and wakes one sleeper. -EPERM when it was free. */
 int mpx__olock_release(_Atomic uint32_t *word);

@@ -470,7 +470,7 @@ TEST(attach_refuses_corrupted_header)
     /* Header: magic, version, header size. */
     uint32_t saved[3] = {h[0], h[1], h[2]};
     ASSERT_EQ_UINT(h[0], 0x5158504du);
-    ASSERT_EQ_UINT(h[1], 1);
+    ASSERT_EQ_UINT(h[1], 2);
     for (int bit = 0; bit < 32; bit += 3) {
         h[0] = saved[0] ^ (1u << bit);
         ASSERT_ERR(mpx_queue_attach(&a, fd), MPX_EBADSEG);
@@ -478,8 +478,8 @@ TEST(attach_refuses_corrupted_header)
     h[0] = 0;
     ASSERT_ERR(mpx_queue_attach(&a, fd), MPX_EBADSEG);
     h[0] = saved[0];
-    uint32_t versions[] = {0, 2, 0xffffffffu};
-    for (size_t i = 0; i < 3; i++) {
+    uint32_t versions[] = {0, 1, 3, 0xffffffffu};
+    for (size_t i = 0; i < sizeof versions / sizeof versions[0]; i++) {
         h[1] = versions[i];
         ASSERT_ERR(mpx_queue_attach(&a, fd), MPX_EVERSION);
     }
