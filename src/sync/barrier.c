@@ -130,9 +130,16 @@ static int nap(struct barrier_shared *sh, uint32_t s, mpx_deadline_t deadline,
     return 0;
 }
 
-static bool timed_out(mpx_deadline_t deadline)
+/* Waits for seq to move on from s, unless the deadline has passed: 0 (look again),
+ * -EAGAIN, -ETIMEDOUT or -EINTR. */
+static int wait_change(struct barrier_shared *sh, uint32_t s, mpx_deadline_t deadline,
+                       int64_t *check_at, int64_t *interval)
 {
-    return deadline != MPX_FOREVER && mpx__deadline_passed(deadline);
+    if (deadline == MPX_NOWAIT)
+        return -EAGAIN;
+    if (deadline != MPX_FOREVER && mpx__deadline_passed(deadline))
+        return -ETIMEDOUT;
+    return nap(sh, s, deadline, check_at, interval);
 }
 
 int mpx_barrier_arrive(mpx_barrier *b, mpx_deadline_t deadline, uint64_t *ticket)
@@ -160,11 +167,7 @@ int mpx_barrier_arrive(mpx_barrier *b, mpx_deadline_t deadline, uint64_t *ticket
         /* The last arrival is running its action: wait for the trip. */
         uint32_t s = atomic_load(&sh->seq);
         unguard(sh);
-        if (deadline == MPX_NOWAIT)
-            return -EAGAIN;
-        if (timed_out(deadline))
-            return -ETIMEDOUT;
-        int r = nap(sh, s, deadline, &check_at, &interval);
+        int r = wait_change(sh, s, deadline, &check_at, &interval);
         if (r < 0)
             return r;
     }
@@ -200,11 +203,7 @@ int mpx_barrier_await(mpx_barrier *b, uint64_t ticket, mpx_deadline_t deadline)
         int o = outcome(sh, ticket);
         if (o != 1)
             return o;
-        if (deadline == MPX_NOWAIT)
-            return -EAGAIN;
-        if (timed_out(deadline))
-            return -ETIMEDOUT;
-        int r = nap(sh, s, deadline, &check_at, &interval);
+        int r = wait_change(sh, s, deadline, &check_at, &interval);
         if (r < 0)
             return r;
     }

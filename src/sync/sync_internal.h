@@ -74,16 +74,20 @@ void mpx__sync_detach(struct mpx__sync_obj *o);
 int mpx__sync_fd(const struct mpx__sync_obj *o);
 
 /* The boilerplate of a public handle type `mpx_NAME` whose first member is
- * `struct mpx__sync_obj obj`: attach, destroy, fd, offset. */
+ * `struct mpx__sync_obj obj`: attach, destroy, fd, offset, and a static create_handle()
+ * for the type's create function. */
+#define MPX__SYNC_NEW (-1) /* open_handle(): place a new object instead of attaching */
 #define MPX__SYNC_HANDLE_FUNCS(name, KIND, shared_type)                                      \
-    int mpx_##name##_attach(mpx_##name **out, int fd, uint64_t offset)                       \
+    static int open_handle(mpx_##name **out, int fd, uint64_t offset)                        \
     {                                                                                        \
         if (!out)                                                                            \
             return -EINVAL;                                                                  \
         mpx_##name *h = calloc(1, sizeof *h);                                                \
         if (!h)                                                                              \
             return -ENOMEM;                                                                  \
-        int r = mpx__sync_attach(&h->obj, fd, offset, KIND, sizeof(shared_type));            \
+        int r = fd == MPX__SYNC_NEW                                                          \
+                    ? mpx__sync_alloc(&h->obj, KIND, sizeof(shared_type))                    \
+                    : mpx__sync_attach(&h->obj, fd, offset, KIND, sizeof(shared_type));      \
         if (r < 0) {                                                                         \
             free(h);                                                                         \
             return r;                                                                        \
@@ -91,6 +95,14 @@ int mpx__sync_fd(const struct mpx__sync_obj *o);
         h->sh = h->obj.p;                                                                    \
         *out = h;                                                                            \
         return 0;                                                                            \
+    }                                                                                        \
+    static int create_handle(mpx_##name **out)                                               \
+    {                                                                                        \
+        return open_handle(out, MPX__SYNC_NEW, 0);                                           \
+    }                                                                                        \
+    int mpx_##name##_attach(mpx_##name **out, int fd, uint64_t offset)                       \
+    {                                                                                        \
+        return fd < 0 ? (out ? -EBADF : -EINVAL) : open_handle(out, fd, offset);             \
     }                                                                                        \
     void mpx_##name##_destroy(mpx_##name *h)                                                 \
     {                                                                                        \
@@ -106,22 +118,6 @@ int mpx__sync_fd(const struct mpx__sync_obj *o);
     uint64_t mpx_##name##_offset(const mpx_##name *h)                                        \
     {                                                                                        \
         return h ? h->obj.offset : 0;                                                        \
-    }                                                                                        \
-    static int create_handle(mpx_##name **out)                                               \
-    {                                                                                        \
-        if (!out)                                                                            \
-            return -EINVAL;                                                                  \
-        mpx_##name *h = calloc(1, sizeof *h);                                                \
-        if (!h)                                                                              \
-            return -ENOMEM;                                                                  \
-        int r = mpx__sync_alloc(&h->obj, KIND, sizeof(shared_type));                         \
-        if (r < 0) {                                                                         \
-            free(h);                                                                         \
-            return r;                                                                        \
-        }                                                                                    \
-        h->sh = h->obj.p;                                                                    \
-        *out = h;                                                                            \
-        return 0;                                                                            \
     }
 
 /* ---------------------------------------------------------------------------------------
