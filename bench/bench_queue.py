@@ -18,151 +18,45 @@ fails loudly instead of producing a fast number.
 """
 from __future__ import annotations
 
-import argparse
-import gc
-import json
-import multiprocessing
 import os
-import platform
 import queue as queue_mod
-import resource
-import statistics
 import subprocess
 import sys
-import threading
 import time
-import traceback
 import zlib
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-CTX = multiprocessing.get_context("spawn")
-
-SYNC_TIMEOUT = 60.0  # seconds a child waits at the start barrier
-JOIN_TIMEOUT = 30.0  # seconds to wait for a child to exit after its work
-ROW_TIMEOUT = 180.0  # a repetition taking longer than this is a hang: kill everything
-STALL_TIMEOUT = 15.0  # the parent still waiting this long after all children exited: a hang
+# bench/benchlib.py, next to this script (whose directory is sys.path[0] when run as one).
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib  # noqa: E402
+from benchlib import (  # noqa: E402
+    CTX, REPO, SYNC_TIMEOUT, RunChecks, build_c_helpers, measure_row, median, print_text_table,
+    run_json, table_header, track_semaphores,
+)
 
 OUR_QUEUE = None  # mpservice.multiprocessing.Queue once imported
 OUR_IMPORT_ERROR = None
 OUR_LOCATION = None  # the directory the package was imported from
 
 
+def _load_queue():
+    from mpservice.multiprocessing import Queue  # noqa: PLC0415
+
+    return Queue
+
+
 def import_ours(pythonpath: str | None) -> None:
     """Imports our Queue: from --pythonpath if given, else from the in-tree python/ directory
     when the extension has been built there, else from wherever sys.path finds it."""
     global OUR_QUEUE, OUR_IMPORT_ERROR, OUR_LOCATION
-    if pythonpath:
-        attempts = [pythonpath]
-    else:
-        tree = REPO / "python"
-        attempts = [str(tree)] if list(tree.glob("mpservice/_mpx*.so")) else []
-        attempts.append(None)
-    err = None
-    saved = list(sys.path)
-    for attempt in attempts:
-        sys.path[:] = saved if attempt is None else [attempt] + saved
-        try:
-            # Spawned children inherit sys.path (it is part of the spawn preparation data).
-            import mpservice  # noqa: PLC0415
-            from mpservice.multiprocessing import Queue  # noqa: PLC0415
-        except Exception as e:  # ImportError, or a half-built package failing at import
-            err = f"{type(e).__name__}: {e}"
-            for name in [m for m in sys.modules if m == "mpservice" or m.startswith("mpservice.")]:
-                del sys.modules[name]
-            continue
-        OUR_QUEUE = Queue
-        OUR_LOCATION = str(Path(mpservice.__file__).resolve().parent)
-        return
-    sys.path[:] = saved
-    OUR_IMPORT_ERROR = err
+    OUR_QUEUE, OUR_LOCATION, OUR_IMPORT_ERROR = benchlib.import_ours(pythonpath, _load_queue)
 
 
 def make_queue(impl: str, maxsize: int = 0):
     if impl == "ours":
         return OUR_QUEUE(maxsize=maxsize)
     return track_semaphores(CTX.Queue(maxsize))
-
-
-# Names of the POSIX semaphores created by the stdlib objects of this run (spawn-context
-# semaphores stay in /dev/shm until their owner's finalizer unlinks them). The end of the run
-# checks that none of them is left.
-OWN_SEMAPHORES: set[str] = set()
-
-
-def track_semaphores(obj, depth: int = 0):
-    semlock = getattr(obj, "_semlock", None)
-    name = getattr(semlock, "name", None)
-    if name:
-        OWN_SEMAPHORES.add(name)
-    if depth < 3:
-        for v in list(getattr(obj, "__dict__", {}).values()):
-            if hasattr(v, "_semlock") or (hasattr(v, "__dict__") and not isinstance(v, type)):
-                track_semaphores(v, depth + 1)
-    return obj
-
-
-def leaked_semaphores() -> list[str]:
-    return sorted(n for n in OWN_SEMAPHORES if os.path.exists("/dev/shm/sem." + n.lstrip("/")))
-
-
-def cpu_snapshot():
-    """(wall s, CPU s busy on the whole machine, CPU s used by this process and its reaped
-    children), or None where /proc/stat is unreadable."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    busy = (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    own = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-    return time.monotonic(), busy, own
-
-
-def foreign_load(a, b) -> float:
-    """Share of the machine's CPUs used by processes other than this benchmark between two
-    snapshots (children count as ours once reaped), or -1 if unknown."""
-    if a is None or b is None or b[0] <= a[0]:
-        return -1.0
-    return max(0.0, (b[1] - a[1]) - (b[2] - a[2])) / ((b[0] - a[0]) * (os.cpu_count() or 1))
-
-
-def machine_busy(seconds: float = 0.5) -> float:
-    """Share of the machine's CPUs used by other processes during `seconds`, or -1."""
-    a = cpu_snapshot()
-    time.sleep(seconds)
-    return foreign_load(a, cpu_snapshot())
-
-
-# Other processes' share of the CPUs: above QUIET_LIMIT before a repetition, wait; above
-# BUSY_LIMIT during one, mark its row. The second is looser because /proc/stat counts in
-# 10 ms ticks, and kernel threads working for us (page zeroing, DAMON) count as others.
-QUIET_LIMIT = 0.10
-BUSY_LIMIT = 0.20
-
-
-QUIET_BUDGET = [0.0]  # seconds left for waiting, over the whole run
-
-
-def wait_quiet(max_wait: float) -> float:
-    """Waits up to max_wait seconds (and within what is left of the run's budget) for other
-    processes to leave the CPUs; returns the foreign load last seen."""
-    load = machine_busy(0.3)
-    if load <= QUIET_LIMIT or QUIET_BUDGET[0] <= 0:
-        return load
-    t0 = time.monotonic()
-    t_end = t0 + min(max_wait, QUIET_BUDGET[0])
-    print(f"  (other processes use {load:.0%} of the CPUs; waiting up to "
-          f"{t_end - t0:.0f} s for quiet)", file=sys.stderr)
-    while load > QUIET_LIMIT and time.monotonic() < t_end:
-        load = machine_busy(1.0)
-    QUIET_BUDGET[0] -= time.monotonic() - t0
-    if QUIET_BUDGET[0] <= 0:
-        print("  (the run's budget for waiting is spent: measuring regardless from now on)",
-              file=sys.stderr)
-    return load
 
 
 def close_queue(q) -> None:
@@ -174,27 +68,20 @@ def close_queue(q) -> None:
 # Children. Each one prepares its payload, puts its warm-up messages (drained by the parent
 # before the barrier, so that both queues start the timed part warm: the stdlib's feeder
 # thread running, our ring grown to the message size), waits at the barrier, records its
-# start stamp, does its part, then sends ("ok", start_ns, extra) or ("err", traceback) on
+# start stamp, does its part, then sends ("ok", (start_ns, extra)) or ("err", traceback) on
 # its result pipe.
 # ---------------------------------------------------------------------------------------------
 
 
 def _child(fn, conn, barrier, *args):
-    try:
+    def body():
         prepared = fn("prepare", *args)
         fn("warmup", *args, prepared=prepared)
         barrier.wait(SYNC_TIMEOUT)
         t0 = time.monotonic_ns()
-        extra = fn("run", *args, prepared=prepared)
-        conn.send(("ok", t0, extra))
-    except BaseException:  # noqa: BLE001 - report everything, including KeyboardInterrupt
-        try:
-            conn.send(("err", traceback.format_exc(), None))
-        except Exception:  # noqa: BLE001
-            pass
-        raise
-    finally:
-        conn.close()
+        return t0, fn("run", *args, prepared=prepared)
+
+    benchlib.send_result(conn, body)
 
 
 def w_small_producer(phase, q, n, tag, batch, warmup, prepared=None):
@@ -270,118 +157,22 @@ def w_echo(phase, qin, qout, prepared=None):
 # ---------------------------------------------------------------------------------------------
 
 
-class Children:
-    """Starts spawn children that meet the parent at a barrier; always reaps them."""
+class Children(benchlib.Children):
+    """Children that prepare and warm up before the start barrier (see _child); results()
+    gives each one's (start_ns, extra)."""
 
-    def __init__(self, specs):
-        self.specs = specs  # [(fn, args)]
-        self.procs = []
-        self.conns = []
-        self.barrier = track_semaphores(CTX.Barrier(len(specs) + 1))
-
-    def __enter__(self):
-        for fn, args in self.specs:
-            r, w = CTX.Pipe(duplex=False)
-            p = CTX.Process(target=_child, args=(fn, w, self.barrier, *args), daemon=True)
-            p.start()
-            w.close()
-            self.procs.append(p)
-            self.conns.append(r)
-        return self
-
-    def go(self) -> None:
-        """Waits until every child is ready and releases them all."""
-        try:
-            self.barrier.wait(SYNC_TIMEOUT)
-        except threading.BrokenBarrierError:
-            raise RuntimeError("children did not start: " + self._errors()) from None
-
-    def results(self):
-        """Start stamps and extras from every child; raises if any child failed."""
-        out = []
-        for p, c in zip(self.procs, self.conns):
-            if not c.poll(JOIN_TIMEOUT):
-                raise RuntimeError(f"child {p.pid} sent no result (exitcode {p.exitcode})")
-            status, a, b = c.recv()
-            if status != "ok":
-                raise RuntimeError(f"child {p.pid} failed:\n{a}")
-            out.append((a, b))
-        return out
-
-    def _errors(self) -> str:
-        msgs = []
-        for p, c in zip(self.procs, self.conns):
-            try:
-                if c.poll(0):
-                    msgs.append(c.recv()[1])
-            except (EOFError, OSError):
-                pass
-            msgs.append(f"pid {p.pid} exitcode {p.exitcode}")
-        return "; ".join(str(m) for m in msgs)
-
-    def __exit__(self, et, ev, tb):
-        if et is not None:
-            self.barrier.abort()
-        failed = []
-        for p in self.procs:
-            p.join(JOIN_TIMEOUT if et is None else 2.0)
-            if p.is_alive():
-                p.terminate()
-                p.join(5.0)
-            if p.is_alive():
-                p.kill()
-                p.join(5.0)
-            if p.exitcode != 0:
-                failed.append(f"pid {p.pid} exitcode {p.exitcode}")
-        for c in self.conns:
-            c.close()
-        if failed and et is None:
-            raise RuntimeError("children failed: " + ", ".join(failed))
-        return False
+    child_main = staticmethod(_child)
 
 
-class Watchdog:
-    """Kills every child and exits if one repetition hangs: it lasts over ROW_TIMEOUT, or
+class Watchdog(benchlib.Watchdog):
+    """Kills every child and exits if one repetition hangs: it lasts over row_timeout, or
     the parent is still waiting STALL_TIMEOUT after every child has exited (a lost message:
     the parent blocks in get() with nothing left to come). The parent's gets carry no
     timeout, since a timeout changes the stdlib's code path."""
 
-    def __init__(self, what: str, children: Children):
-        self.what = what
-        self.children = children
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._watch, daemon=True)
-
-    def _watch(self):
-        t0 = time.monotonic()
-        all_exited_at = None
-        while not self.done.wait(0.25):
-            now = time.monotonic()
-            if all(p.exitcode is not None for p in self.children.procs):
-                all_exited_at = all_exited_at or now
-            if now - t0 > ROW_TIMEOUT:
-                self._fire(f"took over {ROW_TIMEOUT:.0f} s")
-            if all_exited_at and now - all_exited_at > STALL_TIMEOUT:
-                codes = [p.exitcode for p in self.children.procs]
-                self._fire(f"still waits {STALL_TIMEOUT:.0f} s after every child exited "
-                           f"(exit codes {codes}): a message was lost or never sent")
-
-    def _fire(self, why):
-        sys.stderr.write(f"\nbench_queue: '{self.what}' {why}; killing the children and "
-                         "exiting\n")
-        sys.stderr.flush()
-        for p in CTX.active_children():
-            p.kill()
-        os._exit(3)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.done.set()
-        self.thread.join()
-        return False
+    program = "bench_queue"
+    row_timeout = 180.0  # seconds; a repetition taking longer is a hang
+    lost = "a message"
 
 
 def drain_warmup(q, count: int, check, ch: Children) -> None:
@@ -545,71 +336,28 @@ C_HELPERS = ("futex_pingpong", "memcpy_bw", "queue_tput")
 
 def find_c_helpers(build_dir: Path, allow_build: bool):
     """Paths of the compiled helpers, building them if needed; (None, reason) if impossible."""
-    exe = {name: build_dir / "bench" / "c" / name for name in C_HELPERS}
-    if allow_build:
-        try:
-            if not (build_dir / "CMakeCache.txt").exists():
-                subprocess.run(
-                    ["cmake", "-S", str(REPO), "-B", str(build_dir), "-DMPX_BUILD_BENCH=ON",
-                     "-DMPX_BUILD_PYTHON=OFF", "-DMPX_BUILD_TESTS=OFF",
-                     "-DMPX_BUILD_EXAMPLES=OFF"],
-                    check=True, capture_output=True, text=True, timeout=300)
-            subprocess.run(["cmake", "--build", str(build_dir), "--target", *C_HELPERS],
-                           check=True, capture_output=True, text=True, timeout=600)
-        except (OSError, subprocess.SubprocessError) as e:
-            out = getattr(e, "stderr", "") or getattr(e, "stdout", "") or ""
-            if not all(p.exists() for p in exe.values()):
-                return None, f"could not build the C helpers in {build_dir}: {e} {out[-400:]}"
-            print(f"note: rebuilding the C helpers failed, using the existing binaries ({e})",
-                  file=sys.stderr)
+    exe, why = build_c_helpers(build_dir, C_HELPERS, allow_build)
+    if exe is None:
+        return None, why
     missing = [n for n, p in exe.items() if not p.exists()]
     if missing:
         return None, f"C helpers {missing} not found under {build_dir}/bench/c"
     return exe, None
 
 
-def run_json(cmd) -> dict:
-    r = subprocess.run([str(c) for c in cmd], check=True, capture_output=True, text=True,
-                       timeout=120)
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
 # ---------------------------------------------------------------------------------------------
-# Rows, repetitions, report.
+# Rows and report.
 # ---------------------------------------------------------------------------------------------
 
 
-def median(xs):
-    return statistics.median(xs) if xs else None
-
-
-class Row:
+class Row(benchlib.Row):
     """One line of the table. `target` is the ratio ours/stdlib to reach (a minimum when
     higher is better, else a maximum), "works" for a row that only has to succeed, or
     None for an informational row."""
 
     def __init__(self, key, title, unit, target, higher_is_better=True, note=""):
-        self.key, self.title, self.unit, self.target = key, title, unit, target
+        super().__init__(key, title, unit, target, note)
         self.higher = higher_is_better
-        self.note = note
-        self.reps = {"ours": [], "stdlib": []}
-        self.foreign = {"ours": [], "stdlib": []}  # CPU share of other processes, per rep
-        self.errors = {}
-        self.floor = None  # (label, value, unit)
-        self.floor_ratio = None
-
-    def disturbed(self) -> bool:
-        """Whether other processes took over BUSY_LIMIT of the CPUs in some repetition."""
-        return any(x > BUSY_LIMIT for xs in self.foreign.values() for x in xs)
-
-    def value(self, impl):
-        return median(self.reps[impl])
-
-    def ratio(self):
-        o, s = self.value("ours"), self.value("stdlib")
-        if o is None or s is None or s == 0:
-            return None
-        return o / s
 
     def met(self):
         if self.target == "works":
@@ -620,6 +368,13 @@ class Row:
         if r is None or self.target is None:
             return None
         return r >= self.target if self.higher else r <= self.target
+
+    def target_str(self):
+        if self.target is None:
+            return "(info)"
+        if self.target == "works":
+            return "works"
+        return f"{'≥' if self.higher else '≤'} {self.target:g}×"
 
     def to_dict(self):
         return {
@@ -634,98 +389,7 @@ class Row:
         }
 
 
-def measure_row(row: Row, fn, reps: int, impls, verbose: bool, quiet_wait: float):
-    """Runs fn(impl) reps times per implementation, alternating which goes first, and
-    records how much CPU other processes took during each repetition."""
-    for rep in range(reps):
-        order = impls if rep % 2 == 0 else tuple(reversed(impls))
-        for impl in order:
-            if impl in row.errors:
-                continue
-            if quiet_wait > 0:
-                wait_quiet(quiet_wait)
-            snap = cpu_snapshot()
-            try:
-                v = fn(impl)
-            except Exception as e:  # noqa: BLE001 - one broken row must not stop the others
-                row.errors[impl] = f"{type(e).__name__}: {e}"
-                gc.collect()
-                print(f"  {row.key} [{impl}] FAILED: {row.errors[impl]}", file=sys.stderr)
-                if verbose:
-                    traceback.print_exc()
-                continue
-            # Drop this repetition's queues and barrier now: the stdlib's finalizers unlink
-            # their semaphores from /dev/shm when the objects die.
-            gc.collect()
-            load = foreign_load(snap, cpu_snapshot())
-            row.reps[impl].append(v)
-            row.foreign[impl].append(load)
-            if verbose:
-                print(f"  {row.key} [{impl}] rep {rep + 1}: {fmt(v, row.unit)} {row.unit}"
-                      f"  (other processes: {load:.0%} CPU)", file=sys.stderr)
-
-
-def fmt(v, unit):
-    if v is None:
-        return "-"
-    if unit == "msg/s":
-        return f"{v / 1e6:.3f}M" if v >= 1e6 else f"{v / 1e3:.1f}K"
-    if unit == "GB/s":
-        return f"{v:.3f}"
-    if unit == "µs":
-        return f"{v:.1f}"
-    return f"{v:.3g}"
-
-
-def fmt_ratio(r):
-    return "-" if r is None else f"{r:.2f}×"
-
-
-def target_str(row):
-    if row.target is None:
-        return "(info)"
-    if row.target == "works":
-        return "works"
-    return f"{'≥' if row.higher else '≤'} {row.target:g}×"
-
-
-def table_rows(rows, floors):
-    out = []
-    for row in rows:
-        status = {True: "yes", False: "NO", None: "-" if row.target is None else "n/a"}[row.met()]
-        if row.disturbed():
-            status += " (busy!)"
-        if row.errors:
-            status += " (error: " + ", ".join(sorted(row.errors)) + ")"
-        floor = "-"
-        if row.floor is not None:
-            label, value, unit = row.floor
-            floor = f"{label} {fmt(value, unit)} {unit}"
-            if row.floor_ratio is not None:
-                floor += f" (ours {row.floor_ratio:.2f}×)"
-        out.append([row.title, row.unit, fmt(row.value("ours"), row.unit),
-                    fmt(row.value("stdlib"), row.unit), fmt_ratio(row.ratio()),
-                    target_str(row), status, floor])
-    return out
-
-
-HEADER = ["row", "unit", "ours", "stdlib", "ratio", "target", "met", "C floor (same run)"]
-
-
-def print_text_table(rows, floors):
-    data = [HEADER] + table_rows(rows, floors)
-    widths = [max(len(r[i]) for r in data) for i in range(len(HEADER))]
-    for k, r in enumerate(data):
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
-
-
-def print_markdown_table(rows, floors):
-    print("| " + " | ".join(HEADER) + " |")
-    print("|" + "|".join(" --- " for _ in HEADER) + "|")
-    for r in table_rows(rows, floors):
-        print("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
+HEADER = table_header("C floor (same run)")
 
 
 def print_floors(floors):
@@ -752,36 +416,14 @@ def print_floors(floors):
         print("C floors (median of reps): " + "; ".join(parts))
 
 
-def shm_names():
-    try:
-        return set(os.listdir("/dev/shm"))
-    except OSError:
-        return set()
-
-
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions and messages")
-    ap.add_argument("--reps", type=int, default=None, help="repetitions per figure (default 5)")
-    ap.add_argument("--json", metavar="FILE", help="write machine-readable results to FILE")
-    ap.add_argument("--markdown", action="store_true", help="also print a GitHub table")
-    ap.add_argument("--build-dir", default=str(REPO / "build"),
-                    help="CMake build dir holding bench/c helpers (default: <repo>/build)")
-    ap.add_argument("--no-build", action="store_true",
-                    help="do not run cmake to build the C helpers; skip floors if absent")
-    ap.add_argument("--pythonpath", default=None,
-                    help="directory holding mpservice (default: installed, then <repo>/python)")
-    ap.add_argument("--only", default=None,
-                    help="comma-separated row keys to run (small,batch,p4,b64k,b1m,bounded,"
-                         "msg64m,numpy,pingpong,floor)")
-    ap.add_argument("--impls", default="ours,stdlib",
-                    help="implementations to measure, comma-separated (default: ours,stdlib)")
-    ap.add_argument("--stdlib-only", action="store_true", help="same as --impls stdlib")
-    ap.add_argument("--wait-quiet", type=float, default=30.0, metavar="SECONDS",
-                    help="before each repetition, wait up to SECONDS for other processes to "
-                         "leave the CPUs (default 30; 0: never wait); at most 8 times that "
-                         "over the whole run")
-    ap.add_argument("-v", "--verbose", action="store_true", help="print every repetition")
+    ap = benchlib.argument_parser(
+        __doc__, quick_help="fewer repetitions and messages",
+        build_help="CMake build dir holding bench/c helpers (default: <repo>/build)",
+        no_build_help="do not run cmake to build the C helpers; skip floors if absent",
+        pythonpath_help="directory holding mpservice (default: installed, then <repo>/python)",
+        only_help="comma-separated row keys to run (small,batch,p4,b64k,b1m,bounded,"
+                  "msg64m,numpy,pingpong,floor)")
     args = ap.parse_args(argv)
 
     quick = args.quick
@@ -791,18 +433,10 @@ def main(argv=None) -> int:
     def want(key):
         return only is None or key in only
 
-    QUIET_BUDGET[0] = 8 * args.wait_quiet
-    shm_before = shm_names()
-    busy_before = machine_busy()
-    if busy_before > QUIET_LIMIT:
-        print(f"WARNING: the machine is {busy_before:.0%} busy before the benchmark starts: "
-              "other processes are running and the figures will be unreliable.",
-              file=sys.stderr)
+    checks = RunChecks(args.wait_quiet)
     t_start = time.monotonic()
 
-    wanted = ["stdlib"] if args.stdlib_only else [i for i in args.impls.split(",") if i]
-    if any(i not in ("ours", "stdlib") for i in wanted) or not wanted:
-        ap.error("--impls takes ours, stdlib or both")
+    wanted = benchlib.wanted_impls(ap, args)
     if "ours" in wanted:
         import_ours(args.pythonpath)
         if OUR_QUEUE is None:
@@ -865,10 +499,7 @@ def main(argv=None) -> int:
         measure_row(row, fn, reps, impls, args.verbose, args.wait_quiet)
         if floor is not None and floors.get(floor[1]) is not None:
             label, key, unit = floor
-            row.floor = (label, floors[key], unit)
-            o = row.value("ours")
-            if o is not None and floors[key]:
-                row.floor_ratio = o / floors[key]
+            row.set_floor_value(label, floors[key], unit)
 
     if want("small"):
         add(Row("small", "small msgs (5-tuple) 1→1", "msg/s", 5),
@@ -935,55 +566,27 @@ def main(argv=None) -> int:
                 rows.append(fr)
 
     elapsed = time.monotonic() - t_start
-    gc.collect()
-    leaked = leaked_semaphores()
-    others = sorted(shm_names() - shm_before - {"sem." + n.lstrip("/") for n in OWN_SEMAPHORES})
-    busy_after = machine_busy()
+    checks.finish()
 
     print()
-    print(f"Queue benchmarks: ours = mpservice.multiprocessing.Queue, stdlib = spawn-context "
-          f"multiprocessing.Queue; median of {reps} reps; {os.cpu_count()} CPUs; "
-          f"Python {platform.python_version()}; {elapsed:.0f} s"
-          + (" (QUICK)" if quick else ""))
+    print("Queue benchmarks: ours = mpservice.multiprocessing.Queue, stdlib = spawn-context "
+          "multiprocessing.Queue; " + benchlib.run_summary(reps, elapsed, quick))
     if OUR_QUEUE is not None:
         print(f"ours imported from {OUR_LOCATION}")
     if OUR_QUEUE is None:
         print(f"ours NOT MEASURED: {OUR_IMPORT_ERROR or 'not requested (--impls)'}")
-    print_text_table(rows, floors)
+    print_text_table(HEADER, rows)
     if any(r.key == "pingpong_floor" for r in rows):
         print("(row 'ping-pong p50 vs C futex floor': its stdlib column is the C futex floor)")
     print_floors(floors)
-    print(f"/dev/shm leftovers from this run: {leaked if leaked else 'none'} "
-          f"({len(OWN_SEMAPHORES)} stdlib semaphores created and checked)"
-          + (f"; new entries from other processes: {others}" if others else ""))
-    disturbed = [r.key for r in rows if r.disturbed()]
-    print(f"CPU used by other processes: {busy_before:.0%} before the run, {busy_after:.0%} "
-          "after" + (f"; over {BUSY_LIMIT:.0%} during rows {disturbed} (marked busy!): "
-                     "those figures are unreliable" if disturbed else
-                     f"; under {BUSY_LIMIT:.0%} during every repetition"))
-    if args.markdown:
-        print()
-        print_markdown_table(rows, floors)
+    benchlib.end_report(args, HEADER, rows, checks, {
+        **benchlib.run_info("queue", quick, reps, elapsed),
+        "ours_available": OUR_QUEUE is not None, "ours_location": OUR_LOCATION,
+        "ours_import_error": OUR_IMPORT_ERROR, "floors": floors,
+    })
 
-    if args.json:
-        doc = {
-            "bench": "queue", "quick": quick, "reps": reps, "elapsed_s": elapsed,
-            "python": platform.python_version(), "platform": platform.platform(),
-            "cpus": os.cpu_count(), "ours_available": OUR_QUEUE is not None,
-            "ours_location": OUR_LOCATION,
-            "ours_import_error": OUR_IMPORT_ERROR, "floors": floors,
-            "rows": [r.to_dict() for r in rows], "dev_shm_leftovers": leaked,
-            "dev_shm_other_new_entries": others,
-            "machine_busy_before": busy_before, "machine_busy_after": busy_after,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        Path(args.json).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-
-    if any(r.errors for r in rows) or leaked:
-        return 1
-    if OUR_QUEUE is None and not args.stdlib_only and "ours" in args.impls:
-        return 2  # ours was asked for and could not be measured
-    return 0
+    return benchlib.exit_status(rows, checks, ours_missing=(
+        OUR_QUEUE is None and not args.stdlib_only and "ours" in args.impls))
 
 
 if __name__ == "__main__":

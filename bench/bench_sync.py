@@ -28,28 +28,22 @@ counter in shared memory, so a primitive that does not wait fails instead of loo
 """
 from __future__ import annotations
 
-import argparse
 import gc
-import json
-import multiprocessing
+import importlib
 import os
-import platform
-import resource
-import statistics
 import subprocess
 import sys
-import threading
 import time
-import traceback
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-CTX = multiprocessing.get_context("spawn")
-
-SYNC_TIMEOUT = 60.0  # seconds a child waits at the start barrier
-JOIN_TIMEOUT = 30.0  # seconds to wait for a child to exit after its work
-ROW_TIMEOUT = 120.0  # a repetition taking longer than this is a hang: kill everything
-STALL_TIMEOUT = 15.0  # the parent still waiting this long after all children exited: a hang
+# bench/benchlib.py, next to this script (whose directory is sys.path[0] when run as one).
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib  # noqa: E402
+from benchlib import (  # noqa: E402
+    CTX, Children, RunChecks, cpu_snapshot, foreign_load, measure_row, median,
+    print_text_table, run_json, table_header, track_semaphores, wait_quiet,
+)
 
 CLASSES = ("Lock", "RLock", "Semaphore", "Condition", "Event", "Barrier")
 OURS: dict = {}  # class name -> our class, for those that imported
@@ -64,39 +58,20 @@ def import_ours(pythonpath: str | None) -> None:
     directory when the extension has been built there, else from wherever sys.path finds
     it. Classes that are missing are reported; the rows using them fail for ours only."""
     global OUR_IMPORT_ERROR, OUR_LOCATION
-    if pythonpath:
-        attempts = [pythonpath]
-    else:
-        tree = REPO / "python"
-        attempts = [str(tree)] if list(tree.glob("mpservice/_mpx*.so")) else []
-        attempts.append(None)
-    err = None
-    saved = list(sys.path)
-    for attempt in attempts:
-        sys.path[:] = saved if attempt is None else [attempt] + saved
-        try:
-            # Spawned children inherit sys.path (it is part of the spawn preparation data).
-            import mpservice  # noqa: PLC0415
-            import mpservice.multiprocessing as mpm  # noqa: PLC0415
-        except Exception as e:  # ImportError, or a half-built package failing at import
-            err = f"{type(e).__name__}: {e}"
-            for name in [m for m in sys.modules if m == "mpservice" or m.startswith("mpservice.")]:
-                del sys.modules[name]
-            continue
-        OUR_LOCATION = str(Path(mpservice.__file__).resolve().parent)
-        missing = []
-        for name in CLASSES:
-            cls = getattr(mpm, name, None)
-            if isinstance(cls, type):
-                OURS[name] = cls
-            else:
-                missing.append(name)
-        if missing:
-            OUR_IMPORT_ERROR = ("mpservice.multiprocessing has no " + ", ".join(missing)
-                                + f" (imported from {OUR_LOCATION})")
+    mpm, OUR_LOCATION, OUR_IMPORT_ERROR = benchlib.import_ours(
+        pythonpath, lambda: importlib.import_module("mpservice.multiprocessing"))
+    if mpm is None:
         return
-    sys.path[:] = saved
-    OUR_IMPORT_ERROR = err
+    missing = []
+    for name in CLASSES:
+        cls = getattr(mpm, name, None)
+        if isinstance(cls, type):
+            OURS[name] = cls
+        else:
+            missing.append(name)
+    if missing:
+        OUR_IMPORT_ERROR = ("mpservice.multiprocessing has no " + ", ".join(missing)
+                            + f" (imported from {OUR_LOCATION})")
 
 
 def make(impl: str, name: str, *args):
@@ -108,222 +83,12 @@ def make(impl: str, name: str, *args):
     return track_semaphores(getattr(CTX, name)(*args))
 
 
-# Names of the POSIX semaphores created by the stdlib objects of this run (spawn-context
-# semaphores stay in /dev/shm until their owner's finalizer unlinks them). The end of the run
-# checks that none of them is left.
-OWN_SEMAPHORES: set[str] = set()
+class Watchdog(benchlib.Watchdog):
+    """Kills every child and exits if one repetition hangs (see benchlib.Watchdog)."""
 
-
-def track_semaphores(obj, depth: int = 0):
-    semlock = getattr(obj, "_semlock", None)
-    name = getattr(semlock, "name", None)
-    if name:
-        OWN_SEMAPHORES.add(name)
-    if depth < 3:
-        for v in list(getattr(obj, "__dict__", {}).values()):
-            if hasattr(v, "_semlock") or (hasattr(v, "__dict__") and not isinstance(v, type)):
-                track_semaphores(v, depth + 1)
-    return obj
-
-
-def leaked_semaphores() -> list[str]:
-    return sorted(n for n in OWN_SEMAPHORES if os.path.exists("/dev/shm/sem." + n.lstrip("/")))
-
-
-def shm_names():
-    try:
-        return set(os.listdir("/dev/shm"))
-    except OSError:
-        return set()
-
-
-# ---------------------------------------------------------------------------------------------
-# How busy the machine is (the same method as bench_queue.py).
-# ---------------------------------------------------------------------------------------------
-
-
-def cpu_snapshot():
-    """(wall s, CPU s busy on the whole machine, CPU s used by this process and its reaped
-    children), or None where /proc/stat is unreadable."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    busy = (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    own = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-    return time.monotonic(), busy, own
-
-
-def foreign_load(a, b) -> float:
-    """Share of the machine's CPUs used by processes other than this benchmark between two
-    snapshots (children count as ours once reaped), or -1 if unknown."""
-    if a is None or b is None or b[0] <= a[0]:
-        return -1.0
-    return max(0.0, (b[1] - a[1]) - (b[2] - a[2])) / ((b[0] - a[0]) * (os.cpu_count() or 1))
-
-
-def machine_busy(seconds: float = 0.5) -> float:
-    a = cpu_snapshot()
-    time.sleep(seconds)
-    return foreign_load(a, cpu_snapshot())
-
-
-QUIET_LIMIT = 0.10  # before a repetition: wait while other processes use more than this
-BUSY_LIMIT = 0.20  # during a repetition: mark the row busy! above this
-QUIET_BUDGET = [0.0]  # seconds left for waiting, over the whole run
-
-
-def wait_quiet(max_wait: float) -> float:
-    load = machine_busy(0.3)
-    if load <= QUIET_LIMIT or QUIET_BUDGET[0] <= 0:
-        return load
-    t0 = time.monotonic()
-    t_end = t0 + min(max_wait, QUIET_BUDGET[0])
-    print(f"  (other processes use {load:.0%} of the CPUs; waiting up to "
-          f"{t_end - t0:.0f} s for quiet)", file=sys.stderr)
-    while load > QUIET_LIMIT and time.monotonic() < t_end:
-        load = machine_busy(1.0)
-    QUIET_BUDGET[0] -= time.monotonic() - t0
-    if QUIET_BUDGET[0] <= 0:
-        print("  (the run's budget for waiting is spent: measuring regardless from now on)",
-              file=sys.stderr)
-    return load
-
-
-# ---------------------------------------------------------------------------------------------
-# Child processes. Each child meets the parent at a start barrier (so process start is not
-# timed), runs its part, and sends ("ok", result) or ("err", traceback) on its result pipe.
-# ---------------------------------------------------------------------------------------------
-
-
-def _child(fn, conn, barrier, *args):
-    try:
-        barrier.wait(SYNC_TIMEOUT)
-        conn.send(("ok", fn(*args)))
-    except BaseException:  # noqa: BLE001 - report everything, including KeyboardInterrupt
-        try:
-            conn.send(("err", traceback.format_exc()))
-        except Exception:  # noqa: BLE001
-            pass
-        raise
-    finally:
-        conn.close()
-
-
-class Children:
-    """Starts spawn children that meet the parent at a barrier; always reaps them."""
-
-    def __init__(self, specs):
-        self.specs = specs  # [(fn, args)]
-        self.procs = []
-        self.conns = []
-        self.barrier = track_semaphores(CTX.Barrier(len(specs) + 1))
-
-    def __enter__(self):
-        for fn, args in self.specs:
-            r, w = CTX.Pipe(duplex=False)
-            p = CTX.Process(target=_child, args=(fn, w, self.barrier, *args), daemon=True)
-            p.start()
-            w.close()
-            self.procs.append(p)
-            self.conns.append(r)
-        return self
-
-    def go(self) -> None:
-        """Waits until every child is ready and releases them all."""
-        try:
-            self.barrier.wait(SYNC_TIMEOUT)
-        except threading.BrokenBarrierError:
-            raise RuntimeError("children did not start: " + self._errors()) from None
-
-    def results(self):
-        """The result of every child; raises if any child failed."""
-        out = []
-        for p, c in zip(self.procs, self.conns):
-            if not c.poll(JOIN_TIMEOUT):
-                raise RuntimeError(f"child {p.pid} sent no result (exitcode {p.exitcode})")
-            status, a = c.recv()
-            if status != "ok":
-                raise RuntimeError(f"child {p.pid} failed:\n{a}")
-            out.append(a)
-        return out
-
-    def _errors(self) -> str:
-        msgs = []
-        for p, c in zip(self.procs, self.conns):
-            try:
-                if c.poll(0):
-                    msgs.append(c.recv()[1])
-            except (EOFError, OSError):
-                pass
-            msgs.append(f"pid {p.pid} exitcode {p.exitcode}")
-        return "; ".join(str(m) for m in msgs)
-
-    def __exit__(self, et, ev, tb):
-        if et is not None:
-            self.barrier.abort()
-        failed = []
-        for p in self.procs:
-            p.join(JOIN_TIMEOUT if et is None else 2.0)
-            if p.is_alive():
-                p.terminate()
-                p.join(5.0)
-            if p.is_alive():
-                p.kill()
-                p.join(5.0)
-            if p.exitcode != 0:
-                failed.append(f"pid {p.pid} exitcode {p.exitcode}")
-        for c in self.conns:
-            c.close()
-        if failed and et is None:
-            raise RuntimeError("children failed: " + ", ".join(failed))
-        return False
-
-
-class Watchdog:
-    """Kills every child and exits if one repetition hangs: it lasts over ROW_TIMEOUT, or the
-    parent is still waiting STALL_TIMEOUT after every child has exited. The parent's waits
-    carry no timeout, since a timeout changes the stdlib's code path."""
-
-    def __init__(self, what: str, children: Children):
-        self.what = what
-        self.children = children
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._watch, daemon=True)
-
-    def _watch(self):
-        t0 = time.monotonic()
-        all_exited_at = None
-        while not self.done.wait(0.25):
-            now = time.monotonic()
-            if all(p.exitcode is not None for p in self.children.procs):
-                all_exited_at = all_exited_at or now
-            if now - t0 > ROW_TIMEOUT:
-                self._fire(f"took over {ROW_TIMEOUT:.0f} s")
-            if all_exited_at and now - all_exited_at > STALL_TIMEOUT:
-                codes = [p.exitcode for p in self.children.procs]
-                self._fire(f"still waits {STALL_TIMEOUT:.0f} s after every child exited "
-                           f"(exit codes {codes}): a wake-up was lost or never sent")
-
-    def _fire(self, why):
-        sys.stderr.write(f"\nbench_sync: '{self.what}' {why}; killing the children and "
-                         "exiting\n")
-        sys.stderr.flush()
-        for p in CTX.active_children():
-            p.kill()
-        os._exit(3)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.done.set()
-        self.thread.join()
-        return False
+    program = "bench_sync"
+    row_timeout = 120.0  # seconds; a repetition taking longer is a hang
+    lost = "a wake-up"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -724,77 +489,39 @@ def run_blocked(impl: str, kind: str, seconds: float, extra: list) -> float:
 def find_futex_pingpong(build_dir: Path, allow_build: bool):
     """The futex_pingpong helper, built (or brought up to date) unless allow_build is
     False; (None, reason) if there is none. If the build fails, an existing binary is used."""
-    exe = build_dir / "bench" / "c" / "futex_pingpong"
-    if allow_build:
-        try:
-            if not (build_dir / "CMakeCache.txt").exists():
-                subprocess.run(
-                    ["cmake", "-S", str(REPO), "-B", str(build_dir), "-DMPX_BUILD_BENCH=ON",
-                     "-DMPX_BUILD_PYTHON=OFF", "-DMPX_BUILD_TESTS=OFF",
-                     "-DMPX_BUILD_EXAMPLES=OFF"],
-                    check=True, capture_output=True, text=True, timeout=300)
-            subprocess.run(["cmake", "--build", str(build_dir), "--target", "futex_pingpong"],
-                           check=True, capture_output=True, text=True, timeout=600)
-        except (OSError, subprocess.SubprocessError) as e:
-            out = getattr(e, "stderr", "") or getattr(e, "stdout", "") or ""
-            if not exe.exists():
-                return None, f"could not build futex_pingpong in {build_dir}: {e} {out[-400:]}"
-            print(f"note: rebuilding futex_pingpong failed, using the existing binary ({e})",
-                  file=sys.stderr)
+    exe, why = benchlib.build_c_helpers(build_dir, ("futex_pingpong",), allow_build)
+    if exe is None:
+        return None, why
+    exe = exe["futex_pingpong"]
     if not exe.exists():
         return None, f"{exe} not found" + (" (--no-build)" if not allow_build else "")
     return exe, None
 
 
-def run_json(cmd) -> dict:
-    r = subprocess.run([str(c) for c in cmd], check=True, capture_output=True, text=True,
-                       timeout=120)
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
 # ---------------------------------------------------------------------------------------------
-# Rows, repetitions, report.
+# Rows and report.
 # ---------------------------------------------------------------------------------------------
 
 
-def median(xs):
-    return statistics.median(xs) if xs else None
-
-
-class Row:
+class Row(benchlib.Row):
     """One line of the table. `target` is the ratio ours/stdlib to reach (a maximum: every
     figure here is better when lower), ("abs", X) for an absolute bound on ours, or None
     for an informational row."""
 
     def __init__(self, key, title, unit, target, note="", paired=False, show_ratio=True):
-        self.key, self.title, self.unit, self.target = key, title, unit, target
-        self.note = note
+        super().__init__(key, title, unit, target, note)
         # paired: ours and the stdlib are timed side by side within each repetition, so the
         # ratio is the median of the per-repetition ratios rather than a ratio of medians.
         self.paired = paired
         self.show_ratio = show_ratio
-        self.reps = {"ours": [], "stdlib": []}
         self.extra = {"ours": [], "stdlib": []}  # per-repetition details
-        self.foreign = {"ours": [], "stdlib": []}  # CPU share of other processes, per rep
-        self.errors = {}
-        self.floor = None  # (label, value, unit)
         self.floor_reps = []
-        self.floor_ratio = None
-
-    def disturbed(self) -> bool:
-        return any(x > BUSY_LIMIT for xs in self.foreign.values() for x in xs)
-
-    def value(self, impl):
-        return median(self.reps[impl])
 
     def ratio(self):
         if self.paired and self.reps["ours"] and len(self.reps["ours"]) == len(self.reps["stdlib"]):
             rs = [o / s for o, s in zip(self.reps["ours"], self.reps["stdlib"]) if s > 0]
             return median(rs)
-        o, s = self.value("ours"), self.value("stdlib")
-        if o is None or s is None or s == 0:
-            return None
-        return o / s
+        return super().ratio()
 
     def absolute(self):
         return isinstance(self.target, tuple)
@@ -808,14 +535,22 @@ class Row:
         r = self.ratio()
         return None if r is None else r <= self.target
 
-    def set_floor(self, label, reps, unit):
+    def target_str(self):
+        if self.target is None:
+            return "(info)"
+        if self.absolute():
+            return f"ours < {self.target[1]:g} ms"
+        return f"≤ {self.target:g}×"
+
+    def ratio_str(self):
+        # A ratio of two near-zero CPU figures means nothing: absolute rows show none.
+        return "-" if self.absolute() or not self.show_ratio else super().ratio_str()
+
+    def set_floor_reps(self, label, reps, unit):
+        """Sets the floor from its repetitions (their median), if there are any."""
         self.floor_reps = list(reps)
-        if not reps:
-            return
-        self.floor = (label, median(reps), unit)
-        o = self.value("ours")
-        if o is not None and self.floor[1]:
-            self.floor_ratio = o / self.floor[1]
+        if reps:
+            self.set_floor_value(label, median(reps), unit)
 
     def to_dict(self):
         return {
@@ -833,123 +568,17 @@ class Row:
         }
 
 
-def measure_row(row: Row, fn, reps: int, impls, verbose: bool, quiet_wait: float,
-                before_rep=None):
-    """Runs fn(impl, extra_list) reps times per implementation, alternating which goes
-    first, and records how much CPU other processes took during each repetition.
-    before_rep(rep), if given, runs at the start of every repetition (the C floor)."""
-    for rep in range(reps):
-        order = impls if rep % 2 == 0 else tuple(reversed(impls))
-        if before_rep is not None:
-            before_rep(rep)
-        for impl in order:
-            if impl in row.errors:
-                continue
-            if quiet_wait > 0:
-                wait_quiet(quiet_wait)
-            snap = cpu_snapshot()
-            try:
-                v = fn(impl, row.extra[impl])
-            except Exception as e:  # noqa: BLE001 - one broken row must not stop the others
-                row.errors[impl] = f"{type(e).__name__}: {e}"
-                gc.collect()
-                print(f"  {row.key} [{impl}] FAILED: {row.errors[impl]}", file=sys.stderr)
-                if verbose:
-                    traceback.print_exc()
-                continue
-            gc.collect()  # the stdlib's finalizers unlink this repetition's semaphores
-            load = foreign_load(snap, cpu_snapshot())
-            row.reps[impl].append(v)
-            row.foreign[impl].append(load)
-            if verbose:
-                print(f"  {row.key} [{impl}] rep {rep + 1}: {fmt(v, row.unit)} {row.unit}"
-                      f"  (other processes: {load:.0%} CPU)", file=sys.stderr)
-
-
-def fmt(v, unit):
-    if v is None:
-        return "-"
-    if unit == "ns":
-        return f"{v:.1f}"
-    if unit == "µs":
-        return f"{v:.1f}"
-    if unit == "ms CPU":
-        return f"{v:.3f}"
-    return f"{v:.3g}"
-
-
-def target_str(row):
-    if row.target is None:
-        return "(info)"
-    if row.absolute():
-        return f"ours < {row.target[1]:g} ms"
-    return f"≤ {row.target:g}×"
-
-
-def table_rows(rows):
-    out = []
-    for row in rows:
-        status = {True: "yes", False: "NO", None: "-" if row.target is None else "n/a"}[row.met()]
-        if row.disturbed():
-            status += " (busy!)"
-        if row.errors:
-            status += " (error: " + ", ".join(sorted(row.errors)) + ")"
-        floor = "-"
-        if row.floor is not None:
-            label, value, unit = row.floor
-            floor = f"{label} {fmt(value, unit)} {unit}"
-            if row.floor_ratio is not None:
-                floor += f" (ours {row.floor_ratio:.2f}×)"
-        # A ratio of two near-zero CPU figures means nothing: absolute rows show none.
-        ratio = ("-" if row.absolute() or not row.show_ratio or row.ratio() is None
-                 else f"{row.ratio():.2f}×")
-        out.append([row.title, row.unit, fmt(row.value("ours"), row.unit),
-                    fmt(row.value("stdlib"), row.unit), ratio, target_str(row), status, floor])
-    return out
-
-
-HEADER = ["row", "unit", "ours", "stdlib", "ratio", "target", "met", "floor (same run)"]
-
-
-def print_text_table(rows):
-    data = [HEADER] + table_rows(rows)
-    widths = [max(len(r[i]) for r in data) for i in range(len(HEADER))]
-    for k, r in enumerate(data):
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
-
-
-def print_markdown_table(rows):
-    print("| " + " | ".join(HEADER) + " |")
-    print("|" + "|".join(" --- " for _ in HEADER) + "|")
-    for r in table_rows(rows):
-        print("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
+HEADER = table_header("floor (same run)")
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions and rounds")
-    ap.add_argument("--reps", type=int, default=None, help="repetitions per figure (default 5)")
-    ap.add_argument("--json", metavar="FILE", help="write machine-readable results to FILE")
-    ap.add_argument("--markdown", action="store_true", help="also print a GitHub table")
-    ap.add_argument("--build-dir", default=str(REPO / "build"),
-                    help="CMake build dir holding bench/c/futex_pingpong (default: <repo>/build)")
-    ap.add_argument("--no-build", action="store_true",
-                    help="do not run cmake to build futex_pingpong; skip the floor if absent")
-    ap.add_argument("--pythonpath", default=None,
-                    help="directory holding mpservice (default: <repo>/python if built there, "
-                         "else sys.path)")
-    ap.add_argument("--only", default=None,
-                    help="comma-separated row keys to run (" + ",".join(ROW_KEYS) + ")")
-    ap.add_argument("--impls", default="ours,stdlib",
-                    help="implementations to measure, comma-separated (default: ours,stdlib)")
-    ap.add_argument("--stdlib-only", action="store_true", help="same as --impls stdlib")
-    ap.add_argument("--wait-quiet", type=float, default=30.0, metavar="SECONDS",
-                    help="before each repetition, wait up to SECONDS for other processes to "
-                         "leave the CPUs (default 30; 0: never wait); at most 8 times that "
-                         "over the whole run")
-    ap.add_argument("-v", "--verbose", action="store_true", help="print every repetition")
+    ap = benchlib.argument_parser(
+        __doc__, quick_help="fewer repetitions and rounds",
+        build_help="CMake build dir holding bench/c/futex_pingpong (default: <repo>/build)",
+        no_build_help="do not run cmake to build futex_pingpong; skip the floor if absent",
+        pythonpath_help="directory holding mpservice (default: <repo>/python if built there, "
+                        "else sys.path)",
+        only_help="comma-separated row keys to run (" + ",".join(ROW_KEYS) + ")")
     args = ap.parse_args(argv)
 
     quick = args.quick
@@ -961,9 +590,7 @@ def main(argv=None) -> int:
     def want(key):
         return only is None or key in only
 
-    wanted = ["stdlib"] if args.stdlib_only else [i for i in args.impls.split(",") if i]
-    if any(i not in ("ours", "stdlib") for i in wanted) or not wanted:
-        ap.error("--impls takes ours, stdlib or both")
+    wanted = benchlib.wanted_impls(ap, args)
     ours_requested = "ours" in wanted
     if ours_requested:
         import_ours(args.pythonpath)
@@ -978,13 +605,7 @@ def main(argv=None) -> int:
     if not impls:
         ap.error("nothing to measure")
 
-    QUIET_BUDGET[0] = 8 * args.wait_quiet
-    shm_before = shm_names()
-    busy_before = machine_busy()
-    if busy_before > QUIET_LIMIT:
-        print(f"WARNING: the machine is {busy_before:.0%} busy before the benchmark starts: "
-              "other processes are running and the figures will be unreliable.",
-              file=sys.stderr)
+    checks = RunChecks(args.wait_quiet)
     t_start = time.monotonic()
 
     # Sizes: a full run stays around two minutes on a 2-core VM.
@@ -1006,7 +627,9 @@ def main(argv=None) -> int:
     def add(row, fn, before_rep=None):
         rows.append(row)
         print(f"[{time.monotonic() - t_start:6.1f}s] {row.title} ...", file=sys.stderr)
-        measure_row(row, fn, reps, impls, args.verbose, args.wait_quiet, before_rep)
+        # fn(impl, extra) appends the repetition's details to the row's extra[impl].
+        measure_row(row, lambda impl: fn(impl, row.extra[impl]), reps, impls, args.verbose,
+                    args.wait_quiet, before_rep)
 
     if want("lock"):
         for key, title, cls, style, target in (
@@ -1022,7 +645,7 @@ def main(argv=None) -> int:
             measure_lock_row(row, cls, style, n_lock, reps, impls, args.verbose,
                              args.wait_quiet)
             if style == "pair":
-                row.set_floor("2 no-op C calls", row.floor_reps, "ns")
+                row.set_floor_reps("2 no-op C calls", row.floor_reps, "ns")
 
     def futex_floor(store, extra_args=(), key="p50_us"):
         def before(rep):
@@ -1043,7 +666,7 @@ def main(argv=None) -> int:
             futex = []
             row = Row(key, title, "µs", 0.4)
             add(row, lambda impl, ex, fn=fn: fn(impl, n_rt, w_rt, ex), futex_floor(futex))
-            row.set_floor("C futex p50", futex, "µs")
+            row.set_floor_reps("C futex p50", futex, "µs")
             if key == "event":
                 # Not a PERF.md row: the wake-up of a waiter that has surely gone to sleep
                 # (our waiters spin 50 us first, so the ping-pong above may never sleep).
@@ -1054,7 +677,7 @@ def main(argv=None) -> int:
                 add(row, lambda impl, ex: run_event_sleep(impl, n_sleep, w_rt // 2, ex),
                     futex_floor(futex_s, ("-g", str(SLEEP_GAP_NS // 1000), "-w", "50"),
                                 "wake_p50_us"))
-                row.set_floor("C futex wake p50", futex_s, "µs")
+                row.set_floor_reps("C futex wake p50", futex_s, "µs")
 
     proc_stat = {}
     if want("blocked"):
@@ -1073,22 +696,18 @@ def main(argv=None) -> int:
                 for impl in impls}
 
     elapsed = time.monotonic() - t_start
-    gc.collect()
-    leaked = leaked_semaphores()
-    others = sorted(shm_names() - shm_before - {"sem." + n.lstrip("/") for n in OWN_SEMAPHORES})
-    busy_after = machine_busy()
+    checks.finish()
 
     print()
     print("Sync benchmarks: ours = mpservice.multiprocessing.{Lock,RLock,Semaphore,Event,"
-          f"Condition,Barrier}}, stdlib = spawn context; median of {reps} reps; "
-          f"{os.cpu_count()} CPUs; Python {platform.python_version()}; {elapsed:.0f} s"
-          + (" (QUICK)" if quick else ""))
+          "Condition,Barrier}, stdlib = spawn context; "
+          + benchlib.run_summary(reps, elapsed, quick))
     if OURS:
         print(f"ours imported from {OUR_LOCATION}"
               + (f" ({OUR_IMPORT_ERROR})" if OUR_IMPORT_ERROR else ""))
     else:
         print(f"ours NOT MEASURED: {OUR_IMPORT_ERROR or 'not requested (--impls)'}")
-    print_text_table(rows)
+    print_text_table(HEADER, rows)
     if any(r.key.startswith("lock") or r.key in ("rlock", "semaphore") for r in rows):
         print(f"(lock rows: ns per pair in tight loops of {n_lock} with bound methods, the "
               f"empty loop subtracted; per rep the fastest of {LOCK_ROUNDS} loops, interleaved "
@@ -1113,41 +732,17 @@ def main(argv=None) -> int:
         print("(blocked rows: the child's own CPU clock across the call; cross-check from "
               "/proc/PID/stat over the blocked interval, 10 ms ticks, median ms: "
               + "; ".join(parts) + ")")
-    print(f"/dev/shm leftovers from this run: {leaked if leaked else 'none'} "
-          f"({len(OWN_SEMAPHORES)} stdlib semaphores created and checked)"
-          + (f"; new entries from other processes: {others}" if others else ""))
-    disturbed = [r.key for r in rows if r.disturbed()]
-    print(f"CPU used by other processes: {busy_before:.0%} before the run, {busy_after:.0%} "
-          "after" + (f"; over {BUSY_LIMIT:.0%} during rows {disturbed} (marked busy!): "
-                     "those figures are unreliable" if disturbed else
-                     f"; under {BUSY_LIMIT:.0%} during every repetition"))
-    if args.markdown:
-        print()
-        print_markdown_table(rows)
+    benchlib.end_report(args, HEADER, rows, checks, {
+        **benchlib.run_info("sync", quick, reps, elapsed), "ours_available": sorted(OURS),
+        "ours_location": OUR_LOCATION, "ours_import_error": OUR_IMPORT_ERROR,
+        "sizes": {"lock_pairs_per_loop": n_lock, "lock_loops_per_rep": LOCK_ROUNDS,
+                  "round_trips": n_rt, "warmup_round_trips": w_rt,
+                  "sleeping_wakeups": n_sleep, "sleep_gap_ns": SLEEP_GAP_NS,
+                  "blocked_s": blocked_s, "futex_round_trips": futex_n},
+        "floor_error": floor_error,
+    })
 
-    if args.json:
-        doc = {
-            "bench": "sync", "quick": quick, "reps": reps, "elapsed_s": elapsed,
-            "python": platform.python_version(), "platform": platform.platform(),
-            "cpus": os.cpu_count(), "ours_available": sorted(OURS),
-            "ours_location": OUR_LOCATION, "ours_import_error": OUR_IMPORT_ERROR,
-            "sizes": {"lock_pairs_per_loop": n_lock, "lock_loops_per_rep": LOCK_ROUNDS,
-                      "round_trips": n_rt, "warmup_round_trips": w_rt,
-                      "sleeping_wakeups": n_sleep, "sleep_gap_ns": SLEEP_GAP_NS,
-                      "blocked_s": blocked_s, "futex_round_trips": futex_n},
-            "floor_error": floor_error,
-            "rows": [r.to_dict() for r in rows], "dev_shm_leftovers": leaked,
-            "dev_shm_other_new_entries": others,
-            "machine_busy_before": busy_before, "machine_busy_after": busy_after,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        Path(args.json).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-
-    if any(r.errors for r in rows) or leaked:
-        return 1
-    if ours_requested and not OURS:
-        return 2  # ours was asked for and could not be measured
-    return 0
+    return benchlib.exit_status(rows, checks, ours_missing=ours_requested and not OURS)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -120,6 +121,14 @@ double th_proc_cpu_ms(pid_t pid)
     }
     long hz = sysconf(_SC_CLK_TCK);
     return (double)(ut + st) * 1000.0 / (double)(hz > 0 ? hz : 100);
+}
+
+void *th_shared_alloc(size_t len)
+{
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        th_fail(__FILE__, __LINE__, "mmap of %zu shared bytes: %s", len, strerror(errno));
+    return p;
 }
 
 int th_count_fds(void)
@@ -246,6 +255,20 @@ bool th_running(pid_t pid)
     if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0)
         return false;
     return si.si_pid != pid;
+}
+
+void th_wait_asleep_at(const char *file, int line, pid_t pid)
+{
+    int64_t end = th_now_ns() + 20 * 1000000000LL;
+    int seen = 0;
+    while (seen < 20) { /* 20 consecutive looks, 100 ms */
+        if (th_now_ns() >= end)
+            th_fail(file, line, "process %ld never went to sleep", (long)pid);
+        if (!th_running(pid))
+            th_fail(file, line, "process %ld ended instead of sleeping", (long)pid);
+        seen = th_proc_state(pid) == 'S' ? seen + 1 : 0;
+        th_sleep_ms(5);
+    }
 }
 
 void th_wait_ok_at(const char *file, int line, pid_t pid, double timeout_s)

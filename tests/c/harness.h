@@ -180,6 +180,12 @@ void th_kill_reap(pid_t pid);
 /* 1 if `pid` has neither exited nor been reaped (a zombie counts as exited). */
 bool th_running(pid_t pid);
 
+/* Waits (at most 20 s) until process `pid` sleeps ('S' in /proc/<pid>/stat) and has slept
+ * for a while, 20 looks 5 ms apart: a process blocked in a call, past its spin. Fails if
+ * it ends instead, or never sleeps. */
+void th_wait_asleep_at(const char *file, int line, pid_t pid);
+#define th_wait_asleep(pid) th_wait_asleep_at(__FILE__, __LINE__, (pid))
+
 /* Describes a wait status: "exit 0", "exit 3", "signal SIGKILL", "signal SIGSEGV (core)". */
 const char *th_status_str(int status, char *buf, size_t len);
 
@@ -191,6 +197,10 @@ pid_t th_spawn_helper(const char *name, const char *const *args, const int *keep
                       int nkeep, const char *const *env);
 
 /* ---- time and miscellany ---- */
+
+/* `len` bytes of zeroed anonymous MAP_SHARED memory, which forked children share (it is not
+ * a descriptor, so it does not cross an exec). Asserts success; munmap() to free it. */
+void *th_shared_alloc(size_t len);
 
 int64_t th_now_ns(void);
 void th_sleep_ms(double ms);

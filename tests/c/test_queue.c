@@ -226,28 +226,7 @@ static void drain_check(mpx_queue *q, const struct id *ids, size_t n, bool reput
     free(lens);
 }
 
-static void *shared_alloc(size_t len)
-{
-    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    ASSERT(p != MAP_FAILED);
-    return p;
-}
-
 static void fd_arg(char *buf, size_t len, int fd) { snprintf(buf, len, "%d", fd); }
-
-/* Waits until process `pid` sleeps ('S' in /proc/<pid>/stat) and has slept for a while: a
- * process blocked in a queue call, past its spin. */
-static void wait_asleep(pid_t pid)
-{
-    int64_t end = th_now_ns() + 20 * SEC;
-    int seen = 0;
-    while (seen < 20) { /* 20 consecutive looks, 100 ms */
-        ASSERT_MSG(th_now_ns() < end, "process %ld never went to sleep", (long)pid);
-        ASSERT_MSG(th_running(pid), "process %ld ended instead of sleeping", (long)pid);
-        seen = th_proc_state(pid) == 'S' ? seen + 1 : 0;
-        th_sleep_ms(5);
-    }
-}
 
 /* A consume callback that verifies and counts what it is given. */
 struct collect {
@@ -1705,7 +1684,7 @@ static void mpmc(uint64_t maxsize, bool many, int N)
     enum { P = 3, C = 2 };
     mpx_queue *q = qnew(maxsize, 8192);
     size_t shlen = sizeof(struct stress_shared) + (size_t)P * N;
-    struct stress_shared *sh = shared_alloc(shlen);
+    struct stress_shared *sh = th_shared_alloc(shlen);
     pid_t cons[C], prod[P];
     for (int c = 0; c < C; c++) {
         cons[c] = th_fork();
@@ -1776,7 +1755,7 @@ TEST(blocked_get_uses_no_cpu)
         expect_msg(q, 1, 0, MPX_FOREVER);
         _exit(0);
     }
-    wait_asleep(pid); /* past the spin */
+    th_wait_asleep(pid); /* past the spin */
     double c0 = th_proc_cpu_ms(pid);
     ASSERT(c0 >= 0);
     th_sleep_ms(1000);
@@ -2111,7 +2090,7 @@ TEST(fault_task_done_staged)
         ASSERT_OK(mpx_queue_join(q, mpx_deadline_in(30 * SEC)));
         _exit(0);
     }
-    wait_asleep(joiner);
+    th_wait_asleep(joiner);
     die_at(q, "queue.task_done.staged", 0, op_task_done);
     th_sleep_ms(100);
     ASSERT(th_running(joiner));
@@ -2179,7 +2158,7 @@ TEST(fault_put_committed_wakes_sleeping_consumer)
         expect_msg(q, 2, 0, mpx_deadline_in(30 * SEC));
         _exit(0);
     }
-    wait_asleep(consumer);
+    th_wait_asleep(consumer);
     int64_t t0 = th_now_ns();
     die_at(q, "queue.put.committed", 0, op_put);
     th_wait_ok(consumer, 5);
@@ -2200,7 +2179,7 @@ TEST(fault_get_committed_wakes_sleeping_producer)
         ASSERT_OK(put_msg(q, 2, 0, 50, mpx_deadline_in(30 * SEC)));
         _exit(0);
     }
-    wait_asleep(producer);
+    th_wait_asleep(producer);
     die_at(q, "queue.get.committed", 0, op_get);
     th_wait_ok(producer, 5);
     struct id want[] = {{1, 1}, {2, 0}};
@@ -2218,7 +2197,7 @@ TEST(fault_put_staged_keeps_consumer_asleep)
         expect_msg(q, 3, 0, mpx_deadline_in(30 * SEC));
         _exit(0);
     }
-    wait_asleep(consumer);
+    th_wait_asleep(consumer);
     die_at(q, "queue.put.staged", 0, op_put);
     th_sleep_ms(200);
     ASSERT(th_running(consumer));
@@ -2246,7 +2225,7 @@ TEST(random_sigkill_during_traffic)
 {
     uint64_t rs = th_seed();
     mpx_queue *q = qnew(0, 4096);
-    _Atomic uint32_t *bad = shared_alloc(4096);
+    _Atomic uint32_t *bad = th_shared_alloc(4096);
     enum { ITER = 50 };
     for (int it = 0; it < ITER; it++) {
         uint64_t child_seed = th_rand(&rs);
@@ -2312,7 +2291,7 @@ TEST(random_sigkill_of_blocked_and_busy_processes)
      * keep going; the survivors never see a damaged message and never hang. */
     uint64_t rs = th_seed();
     mpx_queue *q = qnew(4, 4096);
-    _Atomic uint32_t *bad = shared_alloc(4096);
+    _Atomic uint32_t *bad = th_shared_alloc(4096);
     enum { SLOTS = 4, ROUNDS = 40 };
     pid_t pids[SLOTS] = {0};
     for (int r = 0; r < ROUNDS; r++) {

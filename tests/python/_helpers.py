@@ -1,4 +1,5 @@
-"""Child-process targets and picklable helpers for the queue tests.
+"""Child-process targets and picklable helpers for the queue and sync tests,
+and, at the end, helpers that only the test process uses.
 
 Everything here is module-level so that spawned and forkserver children can
 import it (conftest puts this directory on PYTHONPATH). Keep imports light:
@@ -10,6 +11,8 @@ from __future__ import annotations
 import os
 import pickle
 import queue
+import signal
+import threading
 import time
 
 # --------------------------------------------------------------------------
@@ -580,3 +583,38 @@ def sync_shm_report(conn, lock, sem, event):
     event.set()
     conn.send((ok, shm_refs()))
     conn.close()
+
+
+# --------------------------------------------------------------------------
+# in the test process
+# --------------------------------------------------------------------------
+
+
+class SignalStorm:
+    """Send SIGUSR1 to the main thread every `period` seconds; the handler
+    only counts (raises nothing)."""
+
+    def __init__(self, period=0.03):
+        self.period = period
+        self.count = 0
+        self._stop = threading.Event()
+        self._main = threading.main_thread().ident
+
+    def _handler(self, signum, frame):
+        self.count += 1
+
+    def _run(self):
+        while not self._stop.wait(self.period):
+            signal.pthread_kill(self._main, signal.SIGUSR1)
+
+    def __enter__(self):
+        self._old = signal.signal(signal.SIGUSR1, self._handler)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(10)
+        time.sleep(0.05)
+        signal.signal(signal.SIGUSR1, self._old)

@@ -6,10 +6,13 @@
   (``multiprocessing.get_context('spawn').Queue`` etc.) and ours
   (``mpservice.multiprocessing.Queue`` etc.); ``ours`` gives only ours.
   Every queue made through an ``Impl`` is closed at the end of the test.
+* ``sync`` fixture: the same for the synchronization primitives (a
+  ``_helpers.SyncImpl`` of the stdlib's or ours); ``osync`` gives only ours.
 * ``procs`` fixture: starts child processes and always reaps them
   (join with a timeout, then kill).
 * ``TThread`` / ``call_in_thread``: threads that are always joined with a
-  timeout, re-raising the thread's exception.
+  timeout, re-raising the thread's exception; ``try_in_thread``: a lock's
+  ``acquire(False)`` from another thread.
 * Leak checks: per module, no child process (``active_children()`` and a
   /proc scan of this pid's children and of the forkserver's children) and no
   new /dev/shm entry are left; per session, the number of open file
@@ -37,6 +40,8 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
+
+import _helpers  # noqa: E402 - from HERE
 
 
 def _child_pythonpath() -> str:
@@ -198,6 +203,19 @@ def stdlib():
     i.cleanup()
 
 
+@pytest.fixture(params=["stdlib", "ours"])
+def sync(request):
+    """The synchronization primitives of the stdlib's spawn context, then ours."""
+    m = load_ours() if request.param == "ours" else None
+    return _helpers.SyncImpl(request.param, m)
+
+
+@pytest.fixture
+def osync():
+    """Our synchronization primitives only."""
+    return _helpers.SyncImpl("ours", load_ours())
+
+
 # ---------------------------------------------------------------------------
 # Processes and threads that are always reaped
 # ---------------------------------------------------------------------------
@@ -293,6 +311,27 @@ def start_thread(fn, *args, **kwargs) -> TThread:
 def call_in_thread(fn, *args, timeout=30.0, **kwargs):
     """Run fn in a daemon thread; fail (instead of hanging) if it blocks."""
     return start_thread(fn, *args, **kwargs).outcome(timeout)
+
+
+def wait_until(pred, timeout=10.0, what="condition"):
+    """Polls pred() every 10 ms; fails the test if it is not true within `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def try_in_thread(lock):
+    """acquire(False) in another thread (released there again if acquired)."""
+
+    def attempt():
+        ok = lock.acquire(False)
+        if ok:
+            lock.release()
+        return ok
+
+    return call_in_thread(attempt, timeout=10)
 
 
 def outcome_of(fn, *args, **kwargs):

@@ -13,7 +13,6 @@ import multiprocessing as mp
 import multiprocessing.queues as mq
 import pickle
 import queue
-import signal
 import threading
 import time
 import typing
@@ -627,39 +626,9 @@ def test_simplequeue_unpickling_error(impl):
 # ---------------------------------------------------------------------------
 
 
-class _SignalStorm:
-    """Send SIGUSR1 to the main thread every `period` seconds; the handler
-    only counts (raises nothing)."""
-
-    def __init__(self, period=0.03):
-        self.period = period
-        self.count = 0
-        self._stop = threading.Event()
-        self._main = threading.main_thread().ident
-
-    def _handler(self, signum, frame):
-        self.count += 1
-
-    def _run(self):
-        while not self._stop.wait(self.period):
-            signal.pthread_kill(self._main, signal.SIGUSR1)
-
-    def __enter__(self):
-        self._old = signal.signal(signal.SIGUSR1, self._handler)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(10)
-        time.sleep(0.05)
-        signal.signal(signal.SIGUSR1, self._old)
-
-
 def test_signals_do_not_shorten_get_timeout(impl):
     q = impl.Queue()
-    with _SignalStorm() as storm:
+    with _helpers.SignalStorm() as storm:
         t0 = time.monotonic()
         with pytest.raises(queue.Empty):
             q.get(timeout=0.6)
@@ -671,7 +640,7 @@ def test_signals_do_not_shorten_get_timeout(impl):
 def test_signals_do_not_shorten_put_timeout(impl):
     q = impl.Queue(1)
     q.put(0)
-    with _SignalStorm() as storm:
+    with _helpers.SignalStorm() as storm:
         t0 = time.monotonic()
         with pytest.raises(queue.Full):
             q.put(1, timeout=0.6)
@@ -704,7 +673,7 @@ def test_signals_do_not_break_blocking_calls(impl, op):
             q.task_done()
 
     t = start_thread(later)
-    with _SignalStorm() as storm:
+    with _helpers.SignalStorm() as storm:
         if op in ("get", "simple_get"):
             assert q.get() == "late"
         elif op == "put":
@@ -721,7 +690,7 @@ def test_signals_do_not_break_blocking_calls(impl, op):
 def test_signals_do_not_break_many(ours):
     q = ours.Queue(2)
     t = start_thread(lambda: (time.sleep(0.4), q.put_many([1, 2]))[1])
-    with _SignalStorm() as storm:
+    with _helpers.SignalStorm() as storm:
         got = q.get_many(5)
         while len(got) < 2:
             got += q.get_many(5, timeout=5)

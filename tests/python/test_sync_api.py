@@ -15,7 +15,6 @@ import multiprocessing.synchronize as msync
 import os
 import pickle
 import re
-import signal
 import threading
 import time
 from multiprocessing.reduction import ForkingPickler
@@ -23,7 +22,14 @@ from multiprocessing.reduction import ForkingPickler
 import pytest
 
 import _helpers
-from conftest import TThread, call_in_thread, load_ours, outcome_of, start_thread
+from conftest import (
+    TThread,
+    call_in_thread,
+    outcome_of,
+    start_thread,
+    try_in_thread,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,34 +41,11 @@ LOCKLIKE = ("Lock", "RLock", "Semaphore", "BoundedSemaphore")
 INHERITANCE_MSG = "objects should only be shared between processes through inheritance"
 
 
-@pytest.fixture(params=["stdlib", "ours"])
-def sync(request):
-    m = load_ours() if request.param == "ours" else None
-    return _helpers.SyncImpl(request.param, m)
-
-
-@pytest.fixture
-def osync():
-    return _helpers.SyncImpl("ours", load_ours())
-
-
 def make(sync, name):
     """A default instance of class `name` (Barrier: 2 parties)."""
     if name == "Barrier":
         return sync.Barrier(2)
     return getattr(sync, name)()
-
-
-def try_in_thread(lock):
-    """acquire(False) in another thread (released there again if acquired)."""
-
-    def attempt():
-        ok = lock.acquire(False)
-        if ok:
-            lock.release()
-        return ok
-
-    return call_in_thread(attempt, timeout=10)
 
 
 class Holder:
@@ -91,14 +74,6 @@ class Holder:
     def release(self):
         self._go.set()
         self.t.outcome(10)
-
-
-def wait_until(pred, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 # ---------------------------------------------------------------------------
@@ -1052,36 +1027,6 @@ def test_pickling_outside_spawning_raises(sync, name):
 # ---------------------------------------------------------------------------
 
 
-class _SignalStorm:
-    """Send SIGUSR1 to the main thread every `period` seconds; the handler
-    only counts (raises nothing)."""
-
-    def __init__(self, period=0.03):
-        self.period = period
-        self.count = 0
-        self._stop = threading.Event()
-        self._main = threading.main_thread().ident
-
-    def _handler(self, signum, frame):
-        self.count += 1
-
-    def _run(self):
-        while not self._stop.wait(self.period):
-            signal.pthread_kill(self._main, signal.SIGUSR1)
-
-    def __enter__(self):
-        self._old = signal.signal(signal.SIGUSR1, self._handler)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(10)
-        time.sleep(0.05)
-        signal.signal(signal.SIGUSR1, self._old)
-
-
 SIGNAL_OPS = ["lock", "rlock", "semaphore", "event", "condition", "barrier"]
 
 
@@ -1115,7 +1060,7 @@ def test_signals_do_not_shorten_timeouts(sync, op):
             threading.BrokenBarrierError,
         )
     try:
-        with _SignalStorm() as storm:
+        with _helpers.SignalStorm() as storm:
             t0 = time.monotonic()
             r = call()
             dt = time.monotonic() - t0
@@ -1166,7 +1111,7 @@ def test_signals_do_not_break_blocking_calls(sync, op):
         time.sleep(0.3)
         return later()
 
-    with _SignalStorm() as storm:
+    with _helpers.SignalStorm() as storm:
         t = start_thread(helper)
         r = call()
     t.outcome(10)

@@ -26,22 +26,18 @@ import time
 import pytest
 
 import _helpers
-from conftest import CHILD_ENV_PYTHONPATH, load_ours, outcome_of, start_thread
+from conftest import (
+    CHILD_ENV_PYTHONPATH,
+    load_ours,
+    outcome_of,
+    start_thread,
+    try_in_thread,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
 START_METHODS = ["spawn", "fork", "forkserver"]
-
-
-@pytest.fixture(params=["stdlib", "ours"])
-def sync(request):
-    m = load_ours() if request.param == "ours" else None
-    return _helpers.SyncImpl(request.param, m)
-
-
-@pytest.fixture
-def osync():
-    return _helpers.SyncImpl("ours", load_ours())
 
 
 def owner_died_error():
@@ -49,26 +45,6 @@ def owner_died_error():
     from mpservice.multiprocessing.synchronize import OwnerDiedError
 
     return OwnerDiedError
-
-
-def try_in_thread(lock):
-    """acquire(False) in another thread (released there again if acquired)."""
-
-    def attempt():
-        ok = lock.acquire(False)
-        if ok:
-            lock.release()
-        return ok
-
-    return start_thread(attempt).outcome(10)
-
-
-def wait_until(pred, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def expect(q, msg, timeout=60):
@@ -299,7 +275,7 @@ def test_barrier_action_raises_in_last_process(sync, ours, procs, method):
     out = ours.Queue()
     b = sync.Barrier(2, action=_helpers.sync_failing_action)
     first = start_thread(b.wait, 60)
-    wait_until(lambda: b.n_waiting == 1, what="the parent waiting")
+    wait_until(lambda: b.n_waiting == 1, timeout=20.0, what="the parent waiting")
     p = procs.start(_helpers.sync_barrier_worker, b, out, 1, 60, method=method)
     assert out.get(timeout=60) == ("raise", 0, "ZeroDivisionError", p.pid)
     with pytest.raises(threading.BrokenBarrierError):
@@ -490,9 +466,9 @@ def test_barrier_party_killed_breaks_barrier(osync, ours, procs):
     out = ours.Queue()
     p = procs.start(_helpers.sync_block_in, b, "barrier", out)
     assert out.get(timeout=60) == ("ready", "barrier", p.pid)
-    wait_until(lambda: b.n_waiting == 1, what="the child waiting")
+    wait_until(lambda: b.n_waiting == 1, timeout=20.0, what="the child waiting")
     t = start_thread(b.wait)  # no timeout
-    wait_until(lambda: b.n_waiting == 2, what="two waiting")
+    wait_until(lambda: b.n_waiting == 2, timeout=20.0, what="two waiting")
     os.kill(p.pid, signal.SIGKILL)  # not reaped until later
     with pytest.raises(threading.BrokenBarrierError):
         t.outcome(20)
