@@ -7,7 +7,9 @@
 
 #include "common.h"
 #include "error.h"
+#include "errrec.h"
 #include "frame.h"
+#include "proc.h"
 #include "queue.h"
 #include "sync.h"
 

@@ -55,3 +55,10 @@ mpx_deadline_t mpx_deadline_in_seconds(double seconds)
         return MPX_FOREVER;
     return mpx_deadline_in((int64_t)(seconds * 1e9));
 }
+
+int mpx__sleep_until(mpx_deadline_t deadline)
+{
+    struct timespec ts = mpx__ts_from_ns(deadline);
+    int r = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+    return r == 0 ? 0 : -r;
+}

@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
+#include <poll.h>
+#include <signal.h>
 
 #include "mpx/common.h"
 
@@ -21,6 +23,9 @@
 int64_t mpx__now_ns(void);                       /* CLOCK_MONOTONIC */
 struct timespec mpx__ts_from_ns(int64_t ns);      /* absolute time to timespec */
 bool mpx__deadline_passed(mpx_deadline_t d);
+
+/* Sleeps until the absolute deadline (CLOCK_MONOTONIC). 0, or -EINTR. */
+int mpx__sleep_until(mpx_deadline_t deadline);
 
 /* A pause instruction for spin loops. */
 static inline void mpx__cpu_relax(void)
@@ -81,6 +86,16 @@ int mpx__pidfd_send_signal(int pidfd, int sig);
 /* Waits until the process behind pidfd has exited (poll for readability) or the deadline
  * passes. 0 when exited, -ETIMEDOUT, -EINTR. */
 int mpx__pidfd_wait_exit(int pidfd, mpx_deadline_t deadline);
+
+/* waitid() on a pidfd (P_PIDFD, Linux 5.4) or on a pid, with `options` as waitid's
+ * (WEXITED, WNOHANG, WNOWAIT). Returns 0 with *info filled (info->si_pid == 0 when
+ * WNOHANG found nothing), or -errno (-ECHILD: not a child, or already reaped). */
+int mpx__waitid_pidfd(int pidfd, siginfo_t *info, int options);
+int mpx__waitid_pid(pid_t pid, siginfo_t *info, int options);
+
+/* Polls fds until one is ready or the deadline passes: the count of ready ones,
+ * -ETIMEDOUT or -EINTR. */
+int mpx__poll_until(struct pollfd *fds, size_t n, mpx_deadline_t deadline);
 
 /* 1 if the process exists (running, or exited but not yet reaped: a zombie still counts),
  * 0 if it does not exist, -errno. */

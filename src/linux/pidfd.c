@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -45,6 +46,36 @@ int mpx__pidfd_wait_exit(int pidfd, mpx_deadline_t deadline)
     if (r == 0)
         return -ETIMEDOUT;
     return 0;
+}
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+int mpx__waitid_pidfd(int pidfd, siginfo_t *info, int options)
+{
+    memset(info, 0, sizeof *info);
+    return syscall(SYS_waitid, P_PIDFD, pidfd, info, options, NULL) < 0 ? -errno : 0;
+}
+
+int mpx__waitid_pid(pid_t pid, siginfo_t *info, int options)
+{
+    memset(info, 0, sizeof *info);
+    return waitid(P_PID, (id_t)pid, info, options) < 0 ? -errno : 0;
+}
+
+int mpx__poll_until(struct pollfd *fds, size_t n, mpx_deadline_t deadline)
+{
+    struct timespec ts, *tsp = NULL;
+    if (deadline != MPX_FOREVER) {
+        int64_t left = deadline - mpx__now_ns();
+        ts = mpx__ts_from_ns(left < 0 ? 0 : left);
+        tsp = &ts;
+    }
+    int r = ppoll(fds, (nfds_t)n, tsp, NULL);
+    if (r < 0)
+        return -errno;
+    return r == 0 ? -ETIMEDOUT : r;
 }
 
 int mpx__pid_alive(pid_t pid)

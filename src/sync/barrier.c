@@ -115,7 +115,7 @@ static bool party_died(struct barrier_shared *sh)
 static int nap(struct barrier_shared *sh, uint32_t s, mpx_deadline_t deadline,
                int64_t *check_at, int64_t *interval)
 {
-    int r = mpx__futex_wait(&sh->seq, s, mpx__sleep_until(deadline, *check_at));
+    int r = mpx__futex_wait(&sh->seq, s, mpx__nap_end(deadline, *check_at));
     if (r == -EINTR)
         return r;
     int64_t now = mpx__now_ns();

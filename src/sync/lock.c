@@ -85,7 +85,7 @@ int mpx__olock_acquire(_Atomic uint32_t *word, mpx_deadline_t deadline, uint32_t
             c |= MPX__OLOCK_WAITERS;
         }
         MPX__FAULT("lock.wait.flagged");
-        int r = mpx__futex_wait(word, c, mpx__sleep_until(deadline, check_at));
+        int r = mpx__futex_wait(word, c, mpx__nap_end(deadline, check_at));
         if (r == -EINTR)
             return r;
         int64_t now = mpx__now_ns();

@@ -202,7 +202,7 @@ bool mpx__spin_while_eq(const _Atomic uint32_t *word, uint32_t value, uint32_t s
                         mpx_deadline_t deadline);
 
 /* The end of the next futex sleep: the deadline, or the next liveness check if sooner. */
-static inline mpx_deadline_t mpx__sleep_until(mpx_deadline_t deadline, int64_t check_at)
+static inline mpx_deadline_t mpx__nap_end(mpx_deadline_t deadline, int64_t check_at)
 {
     return deadline < check_at ? deadline : check_at;
 }
