@@ -45,8 +45,8 @@ typedef struct mpx_exit_status {
 #define MPX_CHILD_NOREAP 1u /* report the end but leave the child to be reaped by others */
 
 /* Adopts `pid`, a child of the calling process (running or ended but not reaped).
- * Returns 0, -EINVAL (pid <= 0, bad flags, out NULL), -ECHILD (not a child of ours, or
- * already reaped), -ESRCH, -ENOMEM, -EMFILE. Never blocks. */
+ * Returns 0, -EINVAL (pid <= 0, bad flags, out NULL), -ECHILD (no such process, not a
+ * child of ours, or already reaped), -ENOMEM, -EMFILE. Never blocks. */
 MPX_API int mpx_child_open(mpx_child **out, pid_t pid, unsigned flags);
 
 /* Frees the handle: neither kills nor reaps the child. NULL is ignored. */
@@ -64,30 +64,33 @@ MPX_API int mpx_child_done(mpx_child *c);
 
 /* Waits until the child ends, then reaps it (unless MPX_CHILD_NOREAP) and stores how it
  * ended in *status (may be NULL). After a reap, further calls return the same status at
- * once. Returns 0, -ETIMEDOUT, -EAGAIN, -EINTR, or -ECHILD when the child ended but
- * something else reaped it (status unknown). */
+ * once. Returns 0, -ETIMEDOUT, -EAGAIN, -EINTR, -EINVAL (NULL, unknown flags), or -ECHILD
+ * when the child ended but something else reaped it (status unknown). */
 MPX_API int mpx_child_wait(mpx_child *c, mpx_deadline_t deadline, mpx_exit_status *status,
                            unsigned flags);
 
-/* Sends `sig` to the child (through its pidfd, so never to a process that reused its pid).
- * 0, -ESRCH when it has ended, -EINVAL. Never blocks. */
+/* Sends `sig` to the child: 0, -ESRCH when it has ended (reaped or not), -EINVAL. A
+ * pidfd handle signals through the pidfd, so never a process that reused the pid; a
+ * polling handle uses kill(), which is safe only while nobody else may reap the child.
+ * Never blocks. */
 MPX_API int mpx_child_signal(mpx_child *c, int sig);
 
 /* Waits until at least one of children[0..n) has ended and stores its index in *index
  * (the lowest such index). Does not reap. Returns 0, -EINVAL (n == 0, NULL), -ETIMEDOUT,
- * -EAGAIN, -EINTR. */
+ * -EAGAIN, -EINTR, or -ENOMEM (more than 64 children need a poll array on the heap). */
 MPX_API int mpx_wait_any(mpx_child *const *children, size_t n, mpx_deadline_t deadline,
                          size_t *index);
 
 /* Waits until every one of children[0..n) has ended (n == 0 returns 0). Does not reap.
- * Returns 0, -EINVAL, -ETIMEDOUT, -EAGAIN, -EINTR. */
+ * Returns 0, -EINVAL, -ETIMEDOUT, -EAGAIN, -EINTR, -ENOMEM (as mpx_wait_any). */
 MPX_API int mpx_wait_all(mpx_child *const *children, size_t n, mpx_deadline_t deadline);
 
 /* "As completed": hands out each of `n` children once, in the order they end.
  *
  *     mpx_completion *it; mpx_completion_create(&it, children, n);
  *     while ((r = mpx_completion_next(it, deadline, &i)) == 0) { ... children[i] ended ... }
- *     r is -ENOENT once all were handed out (or -ETIMEDOUT, -EINTR: call again)
+ *     r is -ENOENT once all were handed out (or -ETIMEDOUT, -EAGAIN, -EINTR: call
+ *     again; -EINVAL for NULL; -ENOMEM as mpx_wait_any)
  *     mpx_completion_destroy(it);
  *
  * The array is borrowed: it and the handles must outlive the iterator. */
@@ -103,7 +106,8 @@ MPX_API const char *mpx_signal_name(int sig);
 
 /* Describes an end in words: "exited with status 3", "killed by SIGKILL",
  * "killed by SIGSEGV (core dumped)", "killed by signal 77". Writes at most len bytes
- * including the terminating NUL and returns the length of the full text (as snprintf). */
+ * including the terminating NUL and returns the length of the full text (as snprintf), or
+ * -EINVAL when status is NULL. */
 MPX_API int mpx_exit_describe(const mpx_exit_status *status, char *buf, size_t len);
 
 #ifdef __cplusplus

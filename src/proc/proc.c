@@ -67,10 +67,6 @@ int mpx_child_open(mpx_child **out, pid_t pid, unsigned flags)
 {
     if (!out || pid <= 0 || (flags & ~MPX_CHILD_POLL))
         return -EINVAL;
-    siginfo_t info;
-    int r = mpx__waitid_pid(pid, &info, WEXITED | WNOHANG | WNOWAIT);
-    if (r < 0)
-        return r; /* -ECHILD: not ours, or already reaped */
     mpx_child *c = calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
@@ -82,8 +78,18 @@ int mpx_child_open(mpx_child **out, pid_t pid, unsigned flags)
             c->fd = fd;
         } else if (fd != -ENOSYS) {
             free(c);
-            return fd;
+            return fd == -ESRCH ? -ECHILD : fd; /* no such process: not a child of ours */
         }
+    }
+    /* The pidfd first, then the check through it: checking the pid first would let the
+     * child be reaped and its pid reused in between, and the pidfd name a stranger. */
+    siginfo_t info;
+    int r = wait_id(c, &info, WEXITED | WNOHANG | WNOWAIT);
+    if (r < 0) { /* -ECHILD: not ours, or already reaped */
+        if (c->fd >= 0)
+            close(c->fd);
+        free(c);
+        return r;
     }
     pthread_mutex_init(&c->mu, NULL);
     *out = c;
@@ -184,8 +190,11 @@ int mpx_child_signal(mpx_child *c, int sig)
         return -EINVAL;
     pthread_mutex_lock(&c->mu);
     int r;
+    siginfo_t info;
     if (c->reaped || c->lost)
         r = -ESRCH; /* the pid may belong to somebody else by now */
+    else if (wait_id(c, &info, WEXITED | WNOHANG | WNOWAIT) < 0 || info.si_pid != 0)
+        r = -ESRCH; /* ended (or reaped elsewhere): nobody left to signal */
     else if (c->fd >= 0)
         r = mpx__pidfd_send_signal(c->fd, sig);
     else
