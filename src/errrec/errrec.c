@@ -8,6 +8,8 @@
 
 #include "mpx/errrec.h"
 #include "mpx/error.h"
+#include "wire/bytes.h"
+#include "wire/text.h"
 
 struct mpx_errrec {
     char *module;            /* owned, never NULL */
@@ -28,95 +30,6 @@ struct mpx_errrec {
 #define REC_HAS_ORIGIN 1u
 #define NFIELDS 6 /* module, qualname, message, traceback, origin, payload */
 
-/* Explicit little-endian access, so that the encoding is the same on every host and the
- * buffer needs no alignment. */
-static void put16(unsigned char *p, uint16_t v)
-{
-    p[0] = (unsigned char)v;
-    p[1] = (unsigned char)(v >> 8);
-}
-
-static void put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void put64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint16_t get16(const unsigned char *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-
-static uint32_t get32(const unsigned char *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-/* ---- UTF-8 ---- */
-
-/* The length of the valid UTF-8 sequence at s[0..n) (1..4), or 0 if s does not start one.
- * Strict, as Python's decoder: no overlong forms, no surrogates, nothing above U+10FFFF. NUL
- * counts as invalid here, because every text field must also be a C string. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    if (c == 0)
-        return 0;
-    if (c < 0x80)
-        return 1;
-    size_t len;
-    unsigned lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0)
-            lo = 0xa0; /* overlong */
-        else if (c == 0xed)
-            hi = 0x9f; /* surrogates */
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0)
-            lo = 0x90; /* overlong */
-        else if (c == 0xf4)
-            hi = 0x8f; /* above U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if (s[i] < 0x80 || s[i] > 0xbf)
-            return 0;
-    return len;
-}
-
-static bool utf8_valid(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        size_t l = utf8_seq(s + i, n - i);
-        if (l == 0)
-            return false;
-        i += l;
-    }
-    return true;
-}
-
 /* A malloc'd copy of the C string s with each byte that does not start a valid sequence
  * replaced by U+FFFD. 0, MPX_ETOOBIG or -ENOMEM. */
 static int text_dup(const char *s, char **out)
@@ -128,7 +41,7 @@ static int text_dup(const char *s, char **out)
     /* First pass: the size after replacement (at most 3 * n, so no overflow here). */
     size_t size = 0;
     for (size_t i = 0; i < n;) {
-        size_t l = utf8_seq(u + i, n - i);
+        size_t l = mpx__utf8_seq(u + i, n - i);
         size += l ? l : 3;
         i += l ? l : 1;
     }
@@ -139,7 +52,7 @@ static int text_dup(const char *s, char **out)
         return -ENOMEM;
     size_t o = 0;
     for (size_t i = 0; i < n;) {
-        size_t l = utf8_seq(u + i, n - i);
+        size_t l = mpx__utf8_seq(u + i, n - i);
         if (l) {
             memcpy(d + o, s + i, l);
             o += l;
@@ -379,22 +292,22 @@ int mpx_errrec_encode(const mpx_errrec *rec, void **buf, size_t *len)
     if (!p)
         return -ENOMEM;
     memcpy(p, "MPXE", 4);
-    put16(p + 4, MPX_ERRREC_VERSION);
-    put16(p + 6, 0);
-    put32(p + 8, (uint32_t)count);
-    put32(p + 12, 0);
-    put64(p + 16, total);
+    mpx__put16(p + 4, MPX_ERRREC_VERSION);
+    mpx__put16(p + 6, 0);
+    mpx__put32(p + 8, (uint32_t)count);
+    mpx__put32(p + 12, 0);
+    mpx__put64(p + 16, total);
     size_t off = HEAD_SIZE;
     for (const mpx_errrec *r = rec; r; r = r->cause) {
         size_t lens[NFIELDS];
         field_lens(r, lens);
         const void *data[NFIELDS] = {r->module, r->qualname, r->message,
                                      r->traceback, r->origin, r->payload};
-        put32(p + off, r->origin ? REC_HAS_ORIGIN : 0);
-        put32(p + off + 4, 0);
-        put64(p + off + 8, (uint64_t)r->origin_pid);
+        mpx__put32(p + off, r->origin ? REC_HAS_ORIGIN : 0);
+        mpx__put32(p + off + 4, 0);
+        mpx__put64(p + off + 8, (uint64_t)r->origin_pid);
         for (int i = 0; i < NFIELDS; i++)
-            put64(p + off + 16 + 8 * i, lens[i]);
+            mpx__put64(p + off + 16 + 8 * i, lens[i]);
         off += REC_HEAD_SIZE;
         for (int i = 0; i < NFIELDS; i++) {
             if (lens[i])
@@ -419,15 +332,15 @@ static int check_record(const unsigned char *p, size_t len, size_t *off, size_t 
     size_t o = *off;
     if (len - o < REC_HEAD_SIZE)
         return MPX_EBADFRAME;
-    uint32_t flags = get32(p + o);
-    uint32_t reserved = get32(p + o + 4);
-    int64_t pid = (int64_t)get64(p + o + 8);
+    uint32_t flags = mpx__get32(p + o);
+    uint32_t reserved = mpx__get32(p + o + 4);
+    int64_t pid = (int64_t)mpx__get64(p + o + 8);
     bool has_origin = flags & REC_HAS_ORIGIN;
     if ((flags & ~REC_HAS_ORIGIN) || reserved != 0 || pid < 0 || (!has_origin && pid != 0))
         return MPX_EBADFRAME;
     uint64_t l[NFIELDS];
     for (int i = 0; i < NFIELDS; i++)
-        l[i] = get64(p + o + 16 + 8 * i);
+        l[i] = mpx__get64(p + o + 16 + 8 * i);
     o += REC_HEAD_SIZE;
     if (l[1] == 0 || (!has_origin && l[4] != 0))
         return MPX_EBADFRAME;
@@ -437,7 +350,7 @@ static int check_record(const unsigned char *p, size_t len, size_t *off, size_t 
         at[i] = o;
         lens[i] = (size_t)l[i];
         /* Fields 0..4 are text; field 5, the payload, is opaque. */
-        if (i < 5 && !utf8_valid(p + o, lens[i]))
+        if (i < 5 && !mpx__utf8_valid(p + o, lens[i]))
             return MPX_EBADFRAME;
         o += lens[i];
     }
@@ -454,11 +367,11 @@ int mpx_errrec_decode(mpx_errrec **out, const void *buf, size_t len)
     const unsigned char *p = buf;
     if (len < HEAD_SIZE || memcmp(p, "MPXE", 4) != 0)
         return MPX_EBADFRAME;
-    if (get16(p + 4) != MPX_ERRREC_VERSION)
+    if (mpx__get16(p + 4) != MPX_ERRREC_VERSION)
         return MPX_EVERSION;
-    uint32_t count = get32(p + 8);
-    if (get16(p + 6) != 0 || get32(p + 12) != 0 || count == 0 ||
-        count > MPX_ERRREC_MAX_DEPTH || len > MPX_ERRREC_MAX_SIZE || get64(p + 16) != len)
+    uint32_t count = mpx__get32(p + 8);
+    if (mpx__get16(p + 6) != 0 || mpx__get32(p + 12) != 0 || count == 0 ||
+        count > MPX_ERRREC_MAX_DEPTH || len > MPX_ERRREC_MAX_SIZE || mpx__get64(p + 16) != len)
         return MPX_EBADFRAME;
 
     /* Validate the whole chain before allocating anything: a hostile encoding costs the
@@ -509,69 +422,33 @@ nomem:
 
 /* ---- format ---- */
 
-/* A growing text buffer; `failed` records the first allocation failure, after which every
- * append is a no-op, so that callers check once at the end. */
-struct text {
-    char *s;
-    size_t len, cap;
-    bool failed;
-};
-
-static void text_add(struct text *t, const char *s, size_t n)
-{
-    if (t->failed || n == 0)
-        return;
-    if (n >= t->cap - t->len) {
-        size_t cap = t->cap ? t->cap : 256;
-        while (n >= cap - t->len) {
-            if (cap > SIZE_MAX / 2) {
-                t->failed = true;
-                return;
-            }
-            cap *= 2;
-        }
-        char *ns = realloc(t->s, cap);
-        if (!ns) {
-            t->failed = true;
-            return;
-        }
-        t->s = ns;
-        t->cap = cap;
-    }
-    memcpy(t->s + t->len, s, n);
-    t->len += n;
-    t->s[t->len] = '\0';
-}
-
-static void text_adds(struct text *t, const char *s) { text_add(t, s, strlen(s)); }
-
 /* Python omits the module for these, as traceback.TracebackException does. */
 static bool module_hidden(const char *m)
 {
     return m[0] == '\0' || strcmp(m, "builtins") == 0 || strcmp(m, "__main__") == 0;
 }
 
-static void format_block(struct text *t, const mpx_errrec *r)
+static void format_block(struct mpx__text *t, const mpx_errrec *r)
 {
     if (r->origin) {
-        text_adds(t, "[");
-        text_adds(t, r->origin);
-        text_adds(t, "] ");
+        mpx__text_adds(t, "[");
+        mpx__text_adds(t, r->origin);
+        mpx__text_adds(t, "] ");
     }
     size_t tl = strlen(r->traceback);
-    text_add(t, r->traceback, tl);
+    mpx__text_add(t, r->traceback, tl);
     if (tl && r->traceback[tl - 1] != '\n')
-        text_adds(t, "\n");
+        mpx__text_adds(t, "\n");
     if (!module_hidden(r->module)) {
-        text_adds(t, r->module);
-        text_adds(t, ".");
+        mpx__text_adds(t, r->module);
+        mpx__text_adds(t, ".");
     }
-    text_adds(t, r->qualname);
+    mpx__text_adds(t, r->qualname);
     if (r->message[0]) {
-        text_adds(t, ": ");
-        text_adds(t, r->message);
+        mpx__text_adds(t, ": ");
+        mpx__text_adds(t, r->message);
     }
-    text_adds(t, "\n");
+    mpx__text_adds(t, "\n");
 }
 
 int mpx_errrec_format(const mpx_errrec *rec, char **out)
@@ -583,11 +460,11 @@ int mpx_errrec_format(const mpx_errrec *rec, char **out)
     size_t n = 0;
     for (const mpx_errrec *r = rec; r && n < MPX_ERRREC_MAX_DEPTH; r = r->cause)
         chain[n++] = r;
-    struct text t = {0};
+    struct mpx__text t = {0};
     for (size_t i = n; i-- > 0;) {
         format_block(&t, chain[i]);
         if (i > 0)
-            text_adds(&t, "\nThe above exception was the direct cause of the following "
+            mpx__text_adds(&t, "\nThe above exception was the direct cause of the following "
                           "exception:\n\n");
     }
     if (t.failed) {
