@@ -505,3 +505,50 @@ int th_main(int argc, char **argv, const struct th_test *tests, const struct th_
     fflush(stdout);
     return failed ? 1 : 0;
 }
+
+unsigned char *th_exact_copy(const void *msg, size_t len)
+{
+    unsigned char *p = malloc(len ? len : 1);
+    ASSERT_NOT_NULL(p);
+    if (len)
+        memcpy(p, msg, len);
+    return p;
+}
+
+void th_mutate(unsigned char *buf, size_t *len, uint64_t *rs)
+{
+    int nmut = 1 + (int)(th_rand(rs) % 4);
+    for (int m = 0; m < nmut; m++) {
+        size_t at = th_rand(rs) % *len;
+        switch (th_rand(rs) % 4) {
+        case 0:
+            buf[at] ^= (unsigned char)(1u << (th_rand(rs) % 8));
+            break;
+        case 1:
+            buf[at] = (unsigned char)th_rand(rs);
+            break;
+        case 2:
+            if (at + 8 <= *len) {
+                uint64_t v = th_rand(rs) >> (th_rand(rs) % 64);
+                for (int i = 0; i < 8; i++)
+                    buf[at + i] = (unsigned char)(v >> (8 * i));
+            }
+            break;
+        default:
+            *len = at + 1;
+            break;
+        }
+    }
+}
+
+void th_assert_elapsed_at(const char *file, int line, int64_t t0, int64_t want_ns,
+                          int64_t late_ns)
+{
+    int64_t el = th_now_ns() - t0;
+    if (el < want_ns - 2000000)
+        th_fail(file, line, "returned after %.1f ms, before the deadline (%.1f ms)", el / 1e6,
+                want_ns / 1e6);
+    if (el > want_ns + late_ns)
+        th_fail(file, line, "returned after %.1f ms, long after the deadline (%.1f ms)",
+                el / 1e6, want_ns / 1e6);
+}

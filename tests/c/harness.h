@@ -213,6 +213,32 @@ char th_proc_state(pid_t pid);
 int th_count_fds(void);
 /* xorshift64* generator, for reproducible random tests. */
 uint64_t th_rand(uint64_t *state);
+
+/* A malloc'd copy of msg[0..len) in a buffer of exactly len bytes (1 when len is 0), so
+ * that ASan catches a parser reading past the end. Fails the test when out of memory. */
+unsigned char *th_exact_copy(const void *msg, size_t len);
+
+/* Damages buf[0..*len) (*len >= 1) for parser tests: one to four random changes, each a
+ * flipped bit, a random byte, a random little-endian 64-bit value, or a truncation (which
+ * lowers *len). */
+void th_mutate(unsigned char *buf, size_t *len, uint64_t *state);
+
+/* Polls `cond` every millisecond for at most `secs` seconds; fails the test on timeout. */
+#define TH_WAIT_FOR(cond, secs)                                                              \
+    do {                                                                                     \
+        int64_t wf_end_ = th_now_ns() + (int64_t)((secs) * 1e9);                             \
+        while (!(cond)) {                                                                    \
+            ASSERT_MSG(th_now_ns() < wf_end_, "timed out after %.1f s waiting for %s",       \
+                       (double)(secs), #cond);                                               \
+            th_sleep_ms(1);                                                                  \
+        }                                                                                    \
+    } while (0)
+
+/* A call with a deadline want_ns after t0 has returned: fails unless it returned no
+ * earlier than the deadline (2 ms of slack for clock granularity) and no later than
+ * late_ns after it. */
+void th_assert_elapsed_at(const char *file, int line, int64_t t0, int64_t want_ns,
+                          int64_t late_ns);
 /* A seed from the environment variable TH_SEED, else from the clock (printed once). */
 uint64_t th_seed(void);
 

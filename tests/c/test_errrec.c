@@ -28,15 +28,6 @@ static mpx_errrec *make(const char *module, const char *qualname, const char *me
     return r;
 }
 
-static unsigned char *exact_copy(const void *msg, size_t len)
-{
-    unsigned char *p = malloc(len ? len : 1);
-    ASSERT_NOT_NULL(p);
-    if (len)
-        memcpy(p, msg, len);
-    return p;
-}
-
 static void put16(unsigned char *p, uint16_t v)
 {
     p[0] = (unsigned char)v;
@@ -98,7 +89,7 @@ static void round_trip(const mpx_errrec *r)
     void *buf = NULL;
     size_t len = 0;
     ASSERT_OK(mpx_errrec_encode(r, &buf, &len));
-    unsigned char *c = exact_copy(buf, len);
+    unsigned char *c = th_exact_copy(buf, len);
     mpx_errrec *d = NULL;
     ASSERT_OK(mpx_errrec_decode(&d, c, len));
     assert_same(r, d);
@@ -118,7 +109,7 @@ static void round_trip(const mpx_errrec *r)
  * destroys it. Returns the decoder's result. */
 static int decode_exact(const void *msg, size_t len)
 {
-    unsigned char *c = exact_copy(msg, len);
+    unsigned char *c = th_exact_copy(msg, len);
     mpx_errrec *d = NULL;
     int r = mpx_errrec_decode(&d, c, len);
     if (r == 0) {
@@ -518,25 +509,7 @@ TEST(errrec_random_mutations)
     for (int iter = 0; iter < 20000; iter++) {
         size_t len;
         unsigned char *buf = sample((int)(th_rand(&rs) % NSAMPLES), &len);
-        int nmut = 1 + (int)(th_rand(&rs) % 4);
-        for (int m = 0; m < nmut; m++) {
-            size_t at = th_rand(&rs) % len;
-            switch (th_rand(&rs) % 4) {
-            case 0:
-                buf[at] ^= (unsigned char)(1u << (th_rand(&rs) % 8));
-                break;
-            case 1:
-                buf[at] = (unsigned char)th_rand(&rs);
-                break;
-            case 2:
-                if (at + 8 <= len)
-                    put64(buf + at, th_rand(&rs) >> (th_rand(&rs) % 64));
-                break;
-            default:
-                len = at + 1;
-                break;
-            }
-        }
+        th_mutate(buf, &len, &rs);
         int r = decode_exact(buf, len);
         ASSERT(r == 0 || r == MPX_EBADFRAME || r == MPX_EVERSION);
         free(buf);

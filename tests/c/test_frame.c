@@ -58,16 +58,6 @@ static struct frame build(unsigned kind, const mpx_frame_part *parts, size_t n)
     return f;
 }
 
-/* A copy of msg[0..len) in a buffer of exactly len bytes. */
-static unsigned char *exact_copy(const void *msg, size_t len)
-{
-    unsigned char *p = malloc(len ? len : 1);
-    ASSERT_NOT_NULL(p);
-    if (len)
-        memcpy(p, msg, len);
-    return p;
-}
-
 /* peek + parse; 0 with parts filled (caller frees *out), or the error. */
 static int decode(const void *msg, size_t len, unsigned *kind, size_t *nparts,
                   mpx_frame_part **out)
@@ -98,7 +88,7 @@ static int decode(const void *msg, size_t len, unsigned *kind, size_t *nparts,
 
 static int decode_exact(const void *msg, size_t len)
 {
-    unsigned char *p = exact_copy(msg, len);
+    unsigned char *p = th_exact_copy(msg, len);
     unsigned kind;
     size_t n;
     mpx_frame_part *parts;
@@ -333,7 +323,7 @@ TEST(frame_corrupted_header)
         struct frame f = sample(s);
         uint32_t nparts;
         memcpy(&nparts, f.buf + 8, 4);
-        unsigned char *c = exact_copy(f.buf, f.len);
+        unsigned char *c = th_exact_copy(f.buf, f.len);
 #define RESET() memcpy(c, f.buf, f.len)
         /* magic */
         for (int bit = 0; bit < 32; bit++) {
@@ -438,27 +428,9 @@ TEST(frame_random_mutations)
     uint64_t rs = th_seed();
     for (int iter = 0; iter < 20000; iter++) {
         struct frame f = sample((int)(th_rand(&rs) % NSAMPLES));
-        unsigned char *c = exact_copy(f.buf, f.len);
+        unsigned char *c = th_exact_copy(f.buf, f.len);
         size_t len = f.len;
-        int nmut = 1 + (int)(th_rand(&rs) % 4);
-        for (int m = 0; m < nmut; m++) {
-            size_t at = th_rand(&rs) % len;
-            switch (th_rand(&rs) % 4) {
-            case 0:
-                c[at] ^= (unsigned char)(1u << (th_rand(&rs) % 8));
-                break;
-            case 1:
-                c[at] = (unsigned char)th_rand(&rs);
-                break;
-            case 2:
-                if (at + 8 <= len)
-                    put64(c + at, th_rand(&rs) >> (th_rand(&rs) % 64));
-                break;
-            default:
-                len = at + 1;
-                break;
-            }
-        }
+        th_mutate(c, &len, &rs);
         (void)decode_exact(c, len);
         free(c);
         frame_free(&f);

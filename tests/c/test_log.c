@@ -51,15 +51,6 @@ static void assert_same(const mpx_log_record *got, const mpx_log_record *want)
     ASSERT_EQ_STR(got->thread_name, nz(want->thread_name));
 }
 
-static unsigned char *exact_copy(const void *msg, size_t len)
-{
-    unsigned char *p = malloc(len ? len : 1);
-    ASSERT_NOT_NULL(p);
-    if (len)
-        memcpy(p, msg, len);
-    return p;
-}
-
 static char *filled(size_t n, char c)
 {
     char *s = malloc(n + 1);
@@ -72,7 +63,7 @@ static char *filled(size_t n, char c)
 /* Decodes from an exact-size copy. */
 static int decode_exact(const void *buf, size_t len, mpx_log_record **out)
 {
-    unsigned char *p = exact_copy(buf, len);
+    unsigned char *p = th_exact_copy(buf, len);
     int r = mpx_log_decode(out, p, len);
     free(p);
     return r;

@@ -44,30 +44,8 @@
 
 static mpx_deadline_t in_ms(int64_t ms) { return mpx_deadline_in(ms * MS); }
 
-/* Polls `cond` every millisecond for at most `secs` seconds. */
-#define WAIT_FOR(cond, secs)                                                                 \
-    do {                                                                                     \
-        int64_t wf_end_ = th_now_ns() + (int64_t)((secs) * (double)SEC);                     \
-        while (!(cond)) {                                                                    \
-            ASSERT_MSG(th_now_ns() < wf_end_, "timed out after %.1f s waiting for %s",       \
-                       (double)(secs), #cond);                                               \
-            th_sleep_ms(1);                                                                  \
-        }                                                                                    \
-    } while (0)
-
-/* A call with a deadline `want_ns` after t0 returned: not before the deadline (2 ms of
- * slack for clock granularity), and not long after it. */
-static void assert_elapsed_at(const char *file, int line, int64_t t0, int64_t want_ns)
-{
-    int64_t el = th_now_ns() - t0;
-    if (el < want_ns - 2 * MS)
-        th_fail(file, line, "returned after %.1f ms, before the deadline (%.1f ms)", el / 1e6,
-                want_ns / 1e6);
-    if (el > want_ns + 2 * SEC)
-        th_fail(file, line, "returned after %.1f ms, long after the deadline (%.1f ms)",
-                el / 1e6, want_ns / 1e6);
-}
-#define assert_elapsed(t0, want_ns) assert_elapsed_at(__FILE__, __LINE__, (t0), (want_ns))
+#define assert_elapsed(t0, want_ns)                                                        \
+    th_assert_elapsed_at(__FILE__, __LINE__, (t0), (want_ns), 2 * SEC)
 
 /* A call that should not block returned quickly (generous: 1 s). */
 #define ASSERT_QUICK(t0)                                                                     \
@@ -91,7 +69,7 @@ static bool is_zombie(pid_t pid)
     return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid;
 }
 
-#define wait_zombie(pid) WAIT_FOR(is_zombie(pid), 10)
+#define wait_zombie(pid) TH_WAIT_FOR(is_zombie(pid), 10)
 
 /* `pid` was reaped: it is no longer a child of ours. */
 #define assert_reaped(pid)                                                                   \
@@ -527,7 +505,7 @@ MODE_TESTS(done_before_and_after)
     for (int i = 0; i < 5; i++)
         ASSERT_EQ_INT(mpx_child_done(c), 0);
     kid_go(&k);
-    WAIT_FOR(mpx_child_done(c) != 0, 10);
+    TH_WAIT_FOR(mpx_child_done(c) != 0, 10);
     ASSERT_EQ_INT(mpx_child_done(c), 1);
     /* Done does not reap. */
     ASSERT(is_zombie(k.pid));
@@ -626,7 +604,7 @@ MODE_TESTS(stopped_child_is_not_ended)
     kid_go(&k);
     th_wait_asleep(k.pid);
     ASSERT_OK(mpx_child_signal(c, SIGSTOP));
-    WAIT_FOR(th_proc_state(k.pid) == 'T', 10);
+    TH_WAIT_FOR(th_proc_state(k.pid) == 'T', 10);
     ASSERT_EQ_INT(mpx_child_done(c), 0);
     mpx_exit_status st;
     int64_t t0 = th_now_ns();
@@ -773,7 +751,7 @@ MODE_TESTS(open_errors)
         waitpid(g, NULL, 0);
         _exit(0);
     }
-    WAIT_FOR(shared[0] != 0, 10);
+    TH_WAIT_FOR(shared[0] != 0, 10);
     ASSERT_ERR(mpx_child_open(&c, (pid_t)shared[0], mode), -ECHILD);
     shared[1] = 1;
     th_wait_ok(mid, 10);

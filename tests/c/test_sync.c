@@ -56,28 +56,8 @@ struct box {
 static struct box *box_new(void) { return th_shared_alloc(sizeof(struct box)); }
 static void box_free(struct box *b) { munmap(b, sizeof *b); }
 
-/* Polls `cond` every millisecond for at most `secs` seconds. */
-#define WAIT_FOR(cond, secs)                                                                 \
-    do {                                                                                     \
-        int64_t wf_end_ = th_now_ns() + (int64_t)((secs) * (double)SEC);                     \
-        while (!(cond)) {                                                                    \
-            ASSERT_MSG(th_now_ns() < wf_end_, "timed out after %.1f s waiting for %s",       \
-                       (double)(secs), #cond);                                               \
-            th_sleep_ms(1);                                                                  \
-        }                                                                                    \
-    } while (0)
-
-static void assert_elapsed_at(const char *file, int line, int64_t t0, int64_t want_ns)
-{
-    int64_t el = th_now_ns() - t0;
-    if (el < want_ns - 2 * MS)
-        th_fail(file, line, "returned after %.1f ms, before the deadline (%.1f ms)", el / 1e6,
-                want_ns / 1e6);
-    if (el > want_ns + 5 * SEC)
-        th_fail(file, line, "returned after %.1f ms, long after the deadline (%.1f ms)",
-                el / 1e6, want_ns / 1e6);
-}
-#define assert_elapsed(t0, want_ns) assert_elapsed_at(__FILE__, __LINE__, (t0), (want_ns))
+#define assert_elapsed(t0, want_ns)                                                        \
+    th_assert_elapsed_at(__FILE__, __LINE__, (t0), (want_ns), 5 * SEC)
 
 /* Reads one byte from `fd` within `timeout_s`; -1 on timeout or end of file. */
 static int read_byte(int fd, double timeout_s)
@@ -995,7 +975,7 @@ TEST(concurrent_creation_in_forked_processes)
             atomic_fetch_add(&bx->ready, 1);
             ASSERT_OK(mpx_event_wait(go, in_ms(20000)));
         } else {
-            WAIT_FOR(atomic_load(&bx->ready) == P, 20);
+            TH_WAIT_FOR(atomic_load(&bx->ready) == P, 20);
             assert_slots_distinct(ids, (P + 1) * N);
             ASSERT_OK(mpx_event_set(go));
         }
@@ -1031,7 +1011,7 @@ TEST(object_lives_on_in_forked_child)
     if (pid == 0) {
         ASSERT_OK(mpx_lock_acquire(l, MPX_NOWAIT, NULL));
         atomic_store(&bx->ready, 1);
-        WAIT_FOR(atomic_load(&bx->go), 20);
+        TH_WAIT_FOR(atomic_load(&bx->go), 20);
         ASSERT_EQ_INT(mpx_lock_owner(l), getpid());
         ASSERT_EQ_UINT(mpx_lock_count(l), 1);
         ASSERT_EQ_UINT(mpx_sem_value(s), 0);
@@ -1040,7 +1020,7 @@ TEST(object_lives_on_in_forked_child)
         ASSERT_OK(mpx_sem_release(s));
         _exit(0);
     }
-    WAIT_FOR(atomic_load(&bx->ready), 20);
+    TH_WAIT_FOR(atomic_load(&bx->ready), 20);
     mpx_lock_destroy(l);
     mpx_sem_destroy(s);
     mpx_lock **ls = calloc(N, sizeof *ls);
@@ -1224,7 +1204,7 @@ TEST(attach_in_exec_helper)
     ASSERT_EQ_INT(idx + (hidx - '0'), 1); /* {0, 1} */
     ASSERT_EQ_UINT(mpx_sem_value(o.s), 2);
     ASSERT_EQ_INT(mpx_event_is_set(o.e), 0);
-    WAIT_FOR(mpx_cond_waiters(o.c) == 1, 20);
+    TH_WAIT_FOR(mpx_cond_waiters(o.c) == 1, 20);
     ASSERT_OK(mpx_lock_acquire(o.l, in_ms(20000), NULL));
     ASSERT_OK(mpx_cond_notify(o.c, o.l, 1));
     ASSERT_OK(mpx_lock_release(o.l));
@@ -1375,11 +1355,11 @@ TEST(lock_deadlines)
     if (pid == 0) {
         ASSERT_OK(mpx_lock_acquire(l, MPX_NOWAIT, NULL));
         atomic_store(&bx->ready, 1);
-        WAIT_FOR(atomic_load(&bx->go), 20);
+        TH_WAIT_FOR(atomic_load(&bx->go), 20);
         ASSERT_OK(mpx_lock_release(l));
         _exit(0);
     }
-    WAIT_FOR(atomic_load(&bx->ready), 20);
+    TH_WAIT_FOR(atomic_load(&bx->ready), 20);
     ASSERT_ERR(mpx_lock_acquire(l, MPX_NOWAIT, NULL), -EAGAIN);
     ASSERT_ERR(mpx_lock_acquire(l, mpx_now() - 1, NULL), -ETIMEDOUT); /* passed: a timeout */
     ASSERT_ERR(mpx_lock_acquire(l, 1, NULL), -ETIMEDOUT);
@@ -1434,10 +1414,10 @@ TEST(lock_plain_release_by_other_thread_and_process)
     if (pid == 0) {
         ASSERT_OK(mpx_lock_acquire(l, MPX_NOWAIT, NULL));
         atomic_store(&bx->ready, 1);
-        WAIT_FOR(atomic_load(&bx->go), 20);
+        TH_WAIT_FOR(atomic_load(&bx->go), 20);
         _exit(0);
     }
-    WAIT_FOR(atomic_load(&bx->ready), 20);
+    TH_WAIT_FOR(atomic_load(&bx->ready), 20);
     ASSERT_EQ_INT(mpx_lock_owner(l), pid);
     ASSERT_OK(mpx_lock_release(l));
     atomic_store(&bx->go, 1);
@@ -1652,7 +1632,7 @@ TEST(lock_recursive_full_release_wakes_waiter)
     ASSERT_OK(mpx_lock_acquire(l, MPX_NOWAIT, NULL));
     struct rl_blocker b = {.l = l};
     pthread_t t = thread_start(rl_block_thread, &b);
-    WAIT_FOR(atomic_load(&b.started), 10);
+    TH_WAIT_FOR(atomic_load(&b.started), 10);
     /* A process waiting too. */
     pid_t pid = th_fork();
     if (pid == 0) {
@@ -1744,7 +1724,7 @@ static pid_t fork_holder(mpx_lock *l, int levels, struct box *bx)
         for (;;)
             pause();
     }
-    WAIT_FOR(atomic_load(&bx->ready), 20);
+    TH_WAIT_FOR(atomic_load(&bx->ready), 20);
     ASSERT_EQ_INT(mpx_lock_owner(l), pid);
     return pid;
 }
@@ -1786,7 +1766,7 @@ TEST(owner_death_zombie)
                 ASSERT_OK(mpx_lock_acquire(l, MPX_NOWAIT, NULL));
             _exit(0); /* a normal exit, holding the lock */
         }
-        WAIT_FOR(!th_running(pid), 20);
+        TH_WAIT_FOR(!th_running(pid), 20);
         ASSERT_EQ_INT(th_proc_state(pid), 'Z');
         acquire_expect_dead_owner(l, pid);
         ASSERT_EQ_INT(th_proc_state(pid), 'Z'); /* the library did not reap our child */
@@ -1809,7 +1789,7 @@ TEST(owner_death_while_waiting)
         kill(getpid(), SIGKILL);
         _exit(3);
     }
-    WAIT_FOR(atomic_load(&bx->ready), 20);
+    TH_WAIT_FOR(atomic_load(&bx->ready), 20);
     pid_t dead = 0;
     int64_t t0 = th_now_ns();
     ASSERT_ERR(mpx_lock_acquire(l, in_ms(10000), &dead), MPX_EOWNERDEAD);
@@ -2280,7 +2260,7 @@ TEST(event_wakes_all_waiters)
     }
     struct ev_waiter tw = {.e = e};
     pthread_t t = thread_start(ev_wait_thread, &tw);
-    WAIT_FOR(atomic_load(&tw.started), 10);
+    TH_WAIT_FOR(atomic_load(&tw.started), 10);
     for (int i = 0; i < N; i++)
         th_wait_asleep(pids[i]);
     ASSERT_EQ_INT(atomic_load(&bx->woken), 0);
@@ -2310,7 +2290,7 @@ TEST(event_set_then_clear_releases_waiters)
         }
         struct ev_waiter tw = {.e = e};
         pthread_t t = thread_start(ev_wait_thread, &tw);
-        WAIT_FOR(atomic_load(&tw.started), 10);
+        TH_WAIT_FOR(atomic_load(&tw.started), 10);
         for (int i = 0; i < N; i++)
             th_wait_asleep(pids[i]);
         ASSERT_OK(mpx_event_set(e));
@@ -2362,12 +2342,12 @@ TEST(cond_requires_the_lock)
         ASSERT_OK(mpx_lock_acquire(l, MPX_NOWAIT, NULL));
         ASSERT_OK(mpx_lock_acquire(r, MPX_NOWAIT, NULL));
         atomic_store(&bx->ready, 1);
-        WAIT_FOR(atomic_load(&bx->go), 20);
+        TH_WAIT_FOR(atomic_load(&bx->go), 20);
         ASSERT_OK(mpx_lock_release(l));
         ASSERT_OK(mpx_lock_release(r));
         _exit(0);
     }
-    WAIT_FOR(atomic_load(&bx->ready), 20);
+    TH_WAIT_FOR(atomic_load(&bx->ready), 20);
     ASSERT_ERR(mpx_cond_wait(c, l, in_ms(200), NULL), -EPERM);
     ASSERT_ERR(mpx_cond_wait(c, r, in_ms(200), NULL), -EPERM);
     ASSERT_ERR(mpx_cond_notify(c, l, 1), -EPERM);
@@ -2437,7 +2417,7 @@ TEST(cond_timeout_waits_for_lock)
         ASSERT_OK(mpx_lock_release(l));
         _exit(0);
     }
-    WAIT_FOR(mpx_cond_waiters(c) == 1, 20);
+    TH_WAIT_FOR(mpx_cond_waiters(c) == 1, 20);
     ASSERT_OK(mpx_lock_acquire(l, in_ms(20000), NULL));
     th_sleep_ms(500);
     ASSERT(th_running(pid));
@@ -2499,7 +2479,7 @@ TEST(cond_notify_wakes_exactly_n)
     pid_t pids[N];
     for (int i = 0; i < N; i++)
         pids[i] = fork_cond_waiter(c, l, bx, i, 20000);
-    WAIT_FOR(mpx_cond_waiters(c) == N, 20);
+    TH_WAIT_FOR(mpx_cond_waiters(c) == N, 20);
     /* notify(0) wakes nobody. */
     notify_locked(c, l, 0);
     th_sleep_ms(200);
@@ -2507,11 +2487,11 @@ TEST(cond_notify_wakes_exactly_n)
     /* notify(1): exactly one, each time. */
     for (int k = 1; k <= 2; k++) {
         notify_locked(c, l, 1);
-        WAIT_FOR(atomic_load(&bx->woken) == k, 10);
+        TH_WAIT_FOR(atomic_load(&bx->woken) == k, 10);
         th_sleep_ms(250);
         ASSERT_EQ_INT(atomic_load(&bx->woken), k);
     }
-    WAIT_FOR(mpx_cond_waiters(c) == N - 2, 10);
+    TH_WAIT_FOR(mpx_cond_waiters(c) == N - 2, 10);
     /* notify(5) with 2 waiting: both, and no credit is left for later waiters. */
     notify_locked(c, l, 5);
     for (int i = 0; i < N; i++)
@@ -2553,7 +2533,7 @@ TEST(cond_notify_all_processes_and_thread)
         pids[i] = fork_cond_waiter(c, l, bx, i, 20000);
     struct cw_thread tw = {c, l, 1, 0};
     pthread_t t = thread_start(cond_wait_thread, &tw);
-    WAIT_FOR(mpx_cond_waiters(c) == N + 1, 20);
+    TH_WAIT_FOR(mpx_cond_waiters(c) == N + 1, 20);
     notify_all_locked(c, l);
     for (int i = 0; i < N; i++)
         th_wait_ok(pids[i], 10);
@@ -2582,7 +2562,7 @@ struct rc_notifier {
 static void *rc_notify_thread(void *p)
 {
     struct rc_notifier *n = p;
-    WAIT_FOR(mpx_cond_waiters(n->c) == 1, 20);
+    TH_WAIT_FOR(mpx_cond_waiters(n->c) == 1, 20);
     /* The waiter released all three levels: the lock is free for this thread. */
     n->nowait = mpx_lock_acquire(n->l, in_ms(20000), NULL);
     n->count = mpx_lock_count(n->l);
@@ -2612,7 +2592,7 @@ TEST(cond_recursive_lock_levels)
     /* Notified by another process. */
     pid_t pid = th_fork();
     if (pid == 0) {
-        WAIT_FOR(mpx_cond_waiters(c) == 1, 20);
+        TH_WAIT_FOR(mpx_cond_waiters(c) == 1, 20);
         ASSERT_OK(mpx_lock_acquire(r, MPX_NOWAIT, NULL)); /* free: fully released */
         ASSERT_EQ_UINT(mpx_lock_count(r), 1);
         ASSERT_OK(mpx_cond_notify(c, r, 1));
@@ -2637,22 +2617,22 @@ TEST(cond_killed_waiter_absorbs_no_notification)
     struct box *bx = box_new();
     /* The doomed waiter registers first, so that a first-come order would pick it. */
     pid_t doomed = fork_cond_waiter(c, l, bx, 0, 20000);
-    WAIT_FOR(mpx_cond_waiters(c) == 1, 20);
+    TH_WAIT_FOR(mpx_cond_waiters(c) == 1, 20);
     th_wait_asleep(doomed);
     pid_t live = fork_cond_waiter(c, l, bx, 1, 20000);
-    WAIT_FOR(mpx_cond_waiters(c) == 2, 20);
+    TH_WAIT_FOR(mpx_cond_waiters(c) == 2, 20);
     th_wait_asleep(live);
     th_kill_reap(doomed);
     notify_locked(c, l, 1);
     th_wait_ok(live, 5); /* woken, although a dead waiter was first in line */
     ASSERT_OK(atomic_load(&bx->res[1]));
-    WAIT_FOR(mpx_cond_waiters(c) == 0, 5);
+    TH_WAIT_FOR(mpx_cond_waiters(c) == 0, 5);
     assert_no_notification_left(c, l, 150); /* none for a later waiter */
 
     /* The only waiter killed: a notify finds nobody alive, and stores nothing. */
     memset(bx, 0, sizeof *bx);
     doomed = fork_cond_waiter(c, l, bx, 0, 20000);
-    WAIT_FOR(mpx_cond_waiters(c) == 1, 20);
+    TH_WAIT_FOR(mpx_cond_waiters(c) == 1, 20);
     th_wait_asleep(doomed);
     th_kill_reap(doomed);
     notify_locked(c, l, 1);
@@ -2666,7 +2646,7 @@ TEST(cond_killed_waiter_absorbs_no_notification)
     doomed = fork_cond_waiter(c, l, bx, 0, 20000);
     pid_t l1 = fork_cond_waiter(c, l, bx, 1, 20000);
     pid_t l2 = fork_cond_waiter(c, l, bx, 2, 20000);
-    WAIT_FOR(mpx_cond_waiters(c) == 3, 20);
+    TH_WAIT_FOR(mpx_cond_waiters(c) == 3, 20);
     th_wait_asleep(doomed);
     th_kill_reap(doomed);
     notify_all_locked(c, l);
@@ -2697,7 +2677,7 @@ TEST(cond_notifier_dies_holding_lock)
             ASSERT_OK(mpx_lock_release(l));
             _exit(0);
         }
-        WAIT_FOR(mpx_cond_waiters(c) == 1, 20);
+        TH_WAIT_FOR(mpx_cond_waiters(c) == 1, 20);
         pid_t n = th_fork();
         if (n == 0) {
             atomic_store(&bx->aux[0], getpid());
@@ -2777,9 +2757,9 @@ TEST(cond_many_waiting_processes)
     pid_t pids[N];
     for (int i = 0; i < N; i++)
         pids[i] = fork_cond_waiter(c, l, bx, i, 20000);
-    WAIT_FOR(mpx_cond_waiters(c) == N, 20);
+    TH_WAIT_FOR(mpx_cond_waiters(c) == N, 20);
     notify_locked(c, l, 5);
-    WAIT_FOR(atomic_load(&bx->woken) == 5, 10);
+    TH_WAIT_FOR(atomic_load(&bx->woken) == 5, 10);
     th_sleep_ms(200);
     ASSERT_EQ_INT(atomic_load(&bx->woken), 5);
     notify_all_locked(c, l);
@@ -2804,9 +2784,9 @@ TEST(cond_killed_waiter_beyond_tracked_processes)
     pid_t pids[LIVE];
     for (int i = 0; i < LIVE; i++)
         pids[i] = fork_cond_waiter(c, l, bx, i, 20000);
-    WAIT_FOR(mpx_cond_waiters(c) == LIVE, 20);
+    TH_WAIT_FOR(mpx_cond_waiters(c) == LIVE, 20);
     pid_t doomed = fork_cond_waiter(c, l, bx, LIVE, 20000);
-    WAIT_FOR(mpx_cond_waiters(c) == LIVE + 1, 20);
+    TH_WAIT_FOR(mpx_cond_waiters(c) == LIVE + 1, 20);
     th_wait_asleep(doomed);
     th_kill_reap(doomed);
     notify_all_locked(c, l);
@@ -2831,7 +2811,7 @@ TEST(fault_cond_wait_registered)
     mpx_lock *l = lock_new(MPX_LOCK_PLAIN);
     struct box *bx = box_new();
     pid_t live = fork_cond_waiter(c, l, bx, 0, 20000);
-    WAIT_FOR(mpx_cond_waiters(c) == 1, 20);
+    TH_WAIT_FOR(mpx_cond_waiters(c) == 1, 20);
     th_wait_asleep(live);
     pid_t d = th_fork();
     if (d == 0) {
@@ -2878,7 +2858,7 @@ TEST(fault_cond_notify_granted)
         ASSERT_OK(mpx_lock_release(l));
         _exit(0);
     }
-    WAIT_FOR(mpx_cond_waiters(c) == 1, 20);
+    TH_WAIT_FOR(mpx_cond_waiters(c) == 1, 20);
     th_wait_asleep(w);
     pid_t n = th_fork();
     if (n == 0) {
@@ -3026,7 +3006,7 @@ TEST(barrier_timeout_breaks)
         ASSERT_ERR(mpx_barrier_wait(b, in_ms(20000)), MPX_EBROKEN);
         _exit(0);
     }
-    WAIT_FOR(mpx_barrier_n_waiting(b) == 1, 20);
+    TH_WAIT_FOR(mpx_barrier_n_waiting(b) == 1, 20);
     int64_t t0 = th_now_ns();
     ASSERT_ERR(mpx_barrier_wait(b, in_ms(150)), -ETIMEDOUT);
     assert_elapsed(t0, 150 * MS);
@@ -3089,7 +3069,7 @@ TEST(barrier_abort_and_reset)
         ASSERT_ERR(mpx_barrier_wait(b, in_ms(20000)), MPX_EBROKEN);
         _exit(0);
     }
-    WAIT_FOR(mpx_barrier_n_waiting(b) == 1, 20);
+    TH_WAIT_FOR(mpx_barrier_n_waiting(b) == 1, 20);
     th_wait_asleep(pid);
     ASSERT_OK(mpx_barrier_abort(b));
     th_wait_ok(pid, 5);
@@ -3101,7 +3081,7 @@ TEST(barrier_abort_and_reset)
         ASSERT_ERR(mpx_barrier_wait(b, in_ms(20000)), MPX_EBROKEN);
         _exit(0);
     }
-    WAIT_FOR(mpx_barrier_n_waiting(b) == 1, 20);
+    TH_WAIT_FOR(mpx_barrier_n_waiting(b) == 1, 20);
     th_wait_asleep(pid);
     ASSERT_OK(mpx_barrier_reset(b));
     th_wait_ok(pid, 5);
@@ -3129,7 +3109,7 @@ TEST(barrier_n_waiting)
             ASSERT_OK(mpx_barrier_wait(b, in_ms(20000)));
             _exit(0);
         }
-        WAIT_FOR(mpx_barrier_n_waiting(b) == (unsigned)i + 1, 20);
+        TH_WAIT_FOR(mpx_barrier_n_waiting(b) == (unsigned)i + 1, 20);
     }
     for (int i = 0; i < PARTIES - 1; i++)
         th_wait_asleep(pids[i]);
@@ -3160,7 +3140,7 @@ TEST(barrier_three_step)
             ASSERT_EQ_INT(atomic_load(&bx->done), 1);
             _exit(0);
         }
-        WAIT_FOR(mpx_barrier_n_waiting(b) == (unsigned)i + 1, 20);
+        TH_WAIT_FOR(mpx_barrier_n_waiting(b) == (unsigned)i + 1, 20);
     }
     uint64_t t;
     ASSERT_EQ_INT(mpx_barrier_arrive(b, in_ms(20000), &t), PARTIES - 1);
@@ -3238,7 +3218,7 @@ TEST(barrier_last_arrival_aborts)
         ASSERT_ERR(mpx_barrier_await(b, t, in_ms(20000)), MPX_EBROKEN);
         _exit(0);
     }
-    WAIT_FOR(mpx_barrier_n_waiting(b) == 1, 20);
+    TH_WAIT_FOR(mpx_barrier_n_waiting(b) == 1, 20);
     uint64_t t;
     ASSERT_EQ_INT(mpx_barrier_arrive(b, in_ms(20000), &t), 1);
     ASSERT_OK(mpx_barrier_abort(b)); /* the action failed */
@@ -3278,13 +3258,13 @@ static void barrier_party_killed(bool reap_first)
         mpx_barrier_wait(b, in_ms(20000));
         _exit(0);
     }
-    WAIT_FOR(mpx_barrier_n_waiting(b) == 1, 20);
+    TH_WAIT_FOR(mpx_barrier_n_waiting(b) == 1, 20);
     pid_t w = th_fork();
     if (w == 0) {
         ASSERT_ERR(mpx_barrier_wait(b, in_ms(20000)), MPX_EBROKEN);
         _exit(0);
     }
-    WAIT_FOR(mpx_barrier_n_waiting(b) == 2, 20);
+    TH_WAIT_FOR(mpx_barrier_n_waiting(b) == 2, 20);
     th_wait_asleep(a);
     th_wait_asleep(w);
     int64_t t0 = th_now_ns();
@@ -3316,7 +3296,7 @@ TEST(fault_barrier_arrived)
         ASSERT_ERR(mpx_barrier_wait(b, in_ms(20000)), MPX_EBROKEN);
         _exit(0);
     }
-    WAIT_FOR(mpx_barrier_n_waiting(b) == 1, 20);
+    TH_WAIT_FOR(mpx_barrier_n_waiting(b) == 1, 20);
     pid_t d = th_fork();
     if (d == 0) {
         ASSERT_OK(mpx_fault_arm("barrier.arrived", 0));
@@ -3343,7 +3323,7 @@ TEST(fault_barrier_guarded)
         atomic_store(&bx->res[0], r);
         _exit(0);
     }
-    WAIT_FOR(mpx_barrier_n_waiting(b) == 1, 20);
+    TH_WAIT_FOR(mpx_barrier_n_waiting(b) == 1, 20);
     pid_t d = th_fork();
     if (d == 0) {
         ASSERT_OK(mpx_fault_arm("barrier.guarded", 0));
@@ -3427,7 +3407,7 @@ TEST(blocked_waiters_use_no_cpu)
             _exit(0);
         }
     }
-    WAIT_FOR(mpx_cond_waiters(c) == 1 && mpx_barrier_n_waiting(b) == 1, 20);
+    TH_WAIT_FOR(mpx_cond_waiters(c) == 1 && mpx_barrier_n_waiting(b) == 1, 20);
     th_sleep_ms(1000);
     for (int i = 0; i < N; i++)
         ASSERT_MSG(th_proc_state(pids[i]) == 'S', "the %s waiter is not asleep", names[i]);
