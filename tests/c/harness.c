@@ -552,3 +552,18 @@ void th_assert_elapsed_at(const char *file, int line, int64_t t0, int64_t want_n
         th_fail(file, line, "returned after %.1f ms, long after the deadline (%.1f ms)",
                 el / 1e6, want_ns / 1e6);
 }
+
+pthread_t th_thread_start(void *(*fn)(void *), void *arg)
+{
+    pthread_t t;
+    ASSERT_EQ_INT(pthread_create(&t, NULL, fn, arg), 0);
+    return t;
+}
+
+void th_thread_join(pthread_t t)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 20;
+    ASSERT_EQ_INT(pthread_timedjoin_np(t, NULL, &ts), 0);
+}

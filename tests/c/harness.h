@@ -34,6 +34,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -213,6 +214,12 @@ char th_proc_state(pid_t pid);
 int th_count_fds(void);
 /* xorshift64* generator, for reproducible random tests. */
 uint64_t th_rand(uint64_t *state);
+
+/* Starts a thread running fn(arg); fails the test if it cannot. */
+pthread_t th_thread_start(void *(*fn)(void *), void *arg);
+
+/* Joins t, failing the test if it has not ended within 20 s. */
+void th_thread_join(pthread_t t);
 
 /* A malloc'd copy of msg[0..len) in a buffer of exactly len bytes (1 when len is 0), so
  * that ASan catches a parser reading past the end. Fails the test when out of memory. */

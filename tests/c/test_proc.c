@@ -89,21 +89,6 @@ static double self_cpu_ms(void)
            (double)ru.ru_stime.tv_sec * 1e3 + (double)ru.ru_stime.tv_usec / 1e3;
 }
 
-static pthread_t thread_start(void *(*fn)(void *), void *arg)
-{
-    pthread_t t;
-    ASSERT_EQ_INT(pthread_create(&t, NULL, fn, arg), 0);
-    return t;
-}
-
-static void thread_join(pthread_t t)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 20;
-    ASSERT_EQ_INT(pthread_timedjoin_np(t, NULL, &ts), 0);
-}
-
 /* ---------------------------------------------------------------------------------------
  * Children behind a gate
  */
@@ -686,10 +671,10 @@ MODE_TESTS(signal_wakes_waiting_thread)
     mpx_child *c = child_open(k.pid, mode);
     kid_go(&k);
     struct wait_arg a = {.c = c, .deadline = in_ms(10000), .r = 1};
-    pthread_t t = thread_start(wait_thread, &a);
+    pthread_t t = th_thread_start(wait_thread, &a);
     th_sleep_ms(50);
     ASSERT_OK(mpx_child_signal(c, SIGKILL));
-    thread_join(t);
+    th_thread_join(t);
     ASSERT_OK(a.r);
     assert_status(&a.st, killed(SIGKILL));
     assert_reaped(k.pid);
@@ -906,12 +891,12 @@ MODE_TESTS(concurrent_waiters_share_status)
         for (int i = 0; i < 4; i++) {
             a[i] = (struct wait_arg){.c = c, .deadline = in_ms(10000), .r = 1,
                                      .flags = i == 3 ? MPX_CHILD_NOREAP : 0};
-            t[i] = thread_start(wait_thread, &a[i]);
+            t[i] = th_thread_start(wait_thread, &a[i]);
         }
         th_sleep_ms(iter % 3 * 5);
         kid_go(&k);
         for (int i = 0; i < 4; i++)
-            thread_join(t[i]);
+            th_thread_join(t[i]);
         for (int i = 0; i < 4; i++) {
             ASSERT_MSG(a[i].r == 0, "iteration %d, waiter %d (flags %u): %d %s", iter, i,
                        a[i].flags, a[i].r, mpx_errname(a[i].r));
@@ -949,13 +934,13 @@ MODE_TESTS(race_with_outside_reaper)
         struct kid k = kid_spawn(act_exit, 12);
         mpx_child *c = child_open(k.pid, mode);
         struct reaper_arg ra = {.pid = k.pid};
-        pthread_t t = thread_start(reaper_thread, &ra);
+        pthread_t t = th_thread_start(reaper_thread, &ra);
         th_sleep_ms(iter % 3 * 3);
         kid_go(&k);
         mpx_exit_status st;
         memset(&st, 0x5a, sizeof st);
         int r = mpx_child_wait(c, in_ms(10000), &st, 0);
-        thread_join(t);
+        th_thread_join(t);
         if (r == 0) {
             assert_status(&st, exited(12));
             ASSERT_MSG(ra.r == -1 && ra.err == ECHILD, "both reaped: waitpid gave %ld",

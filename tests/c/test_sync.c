@@ -87,21 +87,6 @@ static void write_byte(int fd, char c) { ASSERT_EQ_INT(write(fd, &c, 1), 1); }
 
 static void on_usr1(int sig) { (void)sig; }
 
-static pthread_t thread_start(void *(*fn)(void *), void *arg)
-{
-    pthread_t t;
-    ASSERT_EQ_INT(pthread_create(&t, NULL, fn, arg), 0);
-    return t;
-}
-
-static void thread_join(pthread_t t)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 20;
-    ASSERT_EQ_INT(pthread_timedjoin_np(t, NULL, &ts), 0);
-}
-
 /* Waits (at most timeout_s) for child `pid` to exit with status 0, reaps it, and returns the
  * CPU time (user + system) it used, in milliseconds. */
 static double reap_cpu_ms(pid_t pid, double timeout_s)
@@ -1512,10 +1497,10 @@ static void mutual_exclusion(int kind, int procs, int threads, int iters)
             struct mx_arg a = {l, bx, iters, kind == MPX_LOCK_RECURSIVE};
             pthread_t t[8];
             for (int i = 1; i < threads; i++)
-                t[i] = thread_start(mx_run, &a);
+                t[i] = th_thread_start(mx_run, &a);
             mx_run(&a);
             for (int i = 1; i < threads; i++)
-                thread_join(t[i]);
+                th_thread_join(t[i]);
             _exit(0);
         }
     }
@@ -1572,8 +1557,8 @@ TEST(lock_recursive_basic)
 
     /* Another thread is not the owner. */
     struct rl_probe pr = {.l = l};
-    pthread_t t = thread_start(rl_probe_thread, &pr);
-    thread_join(t);
+    pthread_t t = th_thread_start(rl_probe_thread, &pr);
+    th_thread_join(t);
     ASSERT_EQ_INT(pr.is_mine, 0);
     ASSERT_EQ_UINT(pr.count, 0);
     ASSERT_ERR(pr.release, -EPERM);
@@ -1593,8 +1578,8 @@ TEST(lock_recursive_basic)
     ASSERT_ERR(mpx_lock_release(l), -EPERM);
 
     /* Free now: another thread takes it, and then the main thread is the non-owner. */
-    pthread_t t2 = thread_start(rl_probe_thread, &pr); /* probes a free lock, keeps it */
-    thread_join(t2);
+    pthread_t t2 = th_thread_start(rl_probe_thread, &pr); /* probes a free lock, keeps it */
+    th_thread_join(t2);
     ASSERT_EQ_INT(pr.is_mine, 0);
     ASSERT_EQ_UINT(pr.count, 0);
     ASSERT_ERR(pr.release, -EPERM);
@@ -1631,7 +1616,7 @@ TEST(lock_recursive_full_release_wakes_waiter)
     ASSERT_OK(mpx_lock_acquire(l, MPX_NOWAIT, NULL));
     ASSERT_OK(mpx_lock_acquire(l, MPX_NOWAIT, NULL));
     struct rl_blocker b = {.l = l};
-    pthread_t t = thread_start(rl_block_thread, &b);
+    pthread_t t = th_thread_start(rl_block_thread, &b);
     TH_WAIT_FOR(atomic_load(&b.started), 10);
     /* A process waiting too. */
     pid_t pid = th_fork();
@@ -1648,7 +1633,7 @@ TEST(lock_recursive_full_release_wakes_waiter)
     ASSERT_EQ_INT(atomic_load(&b.got), 0); /* still held once */
     ASSERT(th_running(pid));
     ASSERT_OK(mpx_lock_release(l)); /* free at zero */
-    thread_join(t);
+    th_thread_join(t);
     th_wait_ok(pid, 10);
     ASSERT_EQ_INT(atomic_load(&b.got), 1);
     ASSERT_EQ_INT(mpx_lock_owner(l), 0);
@@ -2259,7 +2244,7 @@ TEST(event_wakes_all_waiters)
         }
     }
     struct ev_waiter tw = {.e = e};
-    pthread_t t = thread_start(ev_wait_thread, &tw);
+    pthread_t t = th_thread_start(ev_wait_thread, &tw);
     TH_WAIT_FOR(atomic_load(&tw.started), 10);
     for (int i = 0; i < N; i++)
         th_wait_asleep(pids[i]);
@@ -2267,7 +2252,7 @@ TEST(event_wakes_all_waiters)
     ASSERT_OK(mpx_event_set(e));
     for (int i = 0; i < N; i++)
         th_wait_ok(pids[i], 10);
-    thread_join(t);
+    th_thread_join(t);
     ASSERT_OK(tw.r);
     ASSERT_EQ_INT(atomic_load(&bx->woken), N);
     box_free(bx);
@@ -2289,7 +2274,7 @@ TEST(event_set_then_clear_releases_waiters)
             }
         }
         struct ev_waiter tw = {.e = e};
-        pthread_t t = thread_start(ev_wait_thread, &tw);
+        pthread_t t = th_thread_start(ev_wait_thread, &tw);
         TH_WAIT_FOR(atomic_load(&tw.started), 10);
         for (int i = 0; i < N; i++)
             th_wait_asleep(pids[i]);
@@ -2298,7 +2283,7 @@ TEST(event_set_then_clear_releases_waiters)
         ASSERT_EQ_INT(mpx_event_is_set(e), 0);
         for (int i = 0; i < N; i++)
             th_wait_ok(pids[i], 10);
-        thread_join(t);
+        th_thread_join(t);
         ASSERT_OK(tw.r);
         /* A wait that starts after the clear waits again. */
         ASSERT_ERR(mpx_event_wait(e, in_ms(30)), -ETIMEDOUT);
@@ -2532,12 +2517,12 @@ TEST(cond_notify_all_processes_and_thread)
     for (int i = 0; i < N; i++)
         pids[i] = fork_cond_waiter(c, l, bx, i, 20000);
     struct cw_thread tw = {c, l, 1, 0};
-    pthread_t t = thread_start(cond_wait_thread, &tw);
+    pthread_t t = th_thread_start(cond_wait_thread, &tw);
     TH_WAIT_FOR(mpx_cond_waiters(c) == N + 1, 20);
     notify_all_locked(c, l);
     for (int i = 0; i < N; i++)
         th_wait_ok(pids[i], 10);
-    thread_join(t);
+    th_thread_join(t);
     ASSERT_OK(tw.r);
     ASSERT_EQ_UINT(tw.count, 1);
     ASSERT_EQ_INT(atomic_load(&bx->woken), N);
@@ -2582,9 +2567,9 @@ TEST(cond_recursive_lock_levels)
     ASSERT_EQ_UINT(mpx_lock_count(r), 3);
     /* Notified by another thread, which could take the lock meanwhile. */
     struct rc_notifier n = {c, r, 1, 0};
-    pthread_t t = thread_start(rc_notify_thread, &n);
+    pthread_t t = th_thread_start(rc_notify_thread, &n);
     ASSERT_OK(mpx_cond_wait(c, r, in_ms(20000), NULL));
-    thread_join(t);
+    th_thread_join(t);
     ASSERT_OK(n.nowait);
     ASSERT_EQ_UINT(n.count, 1);
     ASSERT_EQ_UINT(mpx_lock_count(r), 3);
@@ -2748,8 +2733,8 @@ TEST(cond_bounded_buffer)
 
 TEST(cond_many_waiting_processes)
 {
-    /* More waiting processes than the condition tracks by pid (docs/sync.md: 24): every
-     * one still waits and is woken, notify(n) still wakes exactly n. */
+    /* Many waiting processes (30; docs/sync.md: the condition tracks 60 by pid): every
+     * one waits and is woken, notify(n) wakes exactly n. */
     enum { N = 30 };
     mpx_cond *c = cond_new();
     mpx_lock *l = lock_new(MPX_LOCK_PLAIN);
@@ -2772,11 +2757,11 @@ TEST(cond_many_waiting_processes)
     mpx_cond_destroy(c);
 }
 
-TEST(cond_killed_waiter_beyond_tracked_processes)
+TEST(cond_killed_waiter_among_many)
 {
     /* sync.h: "A condition forgets a waiter whose process has died (at the next notify), so
      * no notification is spent on it" - also when many processes wait (docs/sync.md tracks
-     * the first 24 by pid). A killed 25th waiter must leave no notification behind. */
+     * 60 by pid). A killed 25th waiter must leave no notification behind. */
     enum { LIVE = 24 };
     mpx_cond *c = cond_new();
     mpx_lock *l = lock_new(MPX_LOCK_PLAIN);
@@ -3714,7 +3699,7 @@ TEST_ENTRY(cond_killed_waiter_absorbs_no_notification)
 TEST_ENTRY(cond_notifier_dies_holding_lock)
 TEST_ENTRY_TIMEOUT(cond_bounded_buffer, 60)
 TEST_ENTRY(cond_many_waiting_processes)
-TEST_ENTRY(cond_killed_waiter_beyond_tracked_processes)
+TEST_ENTRY(cond_killed_waiter_among_many)
 TEST_ENTRY(fault_cond_wait_registered)
 TEST_ENTRY(fault_cond_notify_granted)
 TEST_ENTRY(barrier_one_party)
