@@ -9,6 +9,7 @@
 #include "error.h"
 #include "errrec.h"
 #include "frame.h"
+#include "inbox.h"
 #include "log.h"
 #include "proc.h"
 #include "queue.h"

@@ -85,6 +85,15 @@ MPX_API int mpx_wait_any(mpx_child *const *children, size_t n, mpx_deadline_t de
  * Returns 0, -EINVAL, -ETIMEDOUT, -EAGAIN, -EINTR, -ENOMEM (as mpx_wait_any). */
 MPX_API int mpx_wait_all(mpx_child *const *children, size_t n, mpx_deadline_t deadline);
 
+/* Waits until at least one of fds[0..n) is readable (poll(2) POLLIN, or an error or hang-up
+ * condition on it) and sets ready[i] to 1 for each such descriptor, 0 for the others.
+ * Meant for completion descriptors other than pidfds (an eventfd a thread writes when it
+ * ends) mixed with pidfds (mpx_child_fd), so one wait covers threads and processes. n == 0
+ * waits for the deadline alone. 0, -ETIMEDOUT, -EINTR, -EINVAL (NULL arrays with n > 0, a
+ * negative descriptor), -ENOMEM. */
+MPX_API int mpx_wait_fds(const int *fds, size_t n, mpx_deadline_t deadline,
+                         unsigned char *ready);
+
 /* "As completed": hands out each of `n` children once, in the order they end.
  *
  *     mpx_completion *it; mpx_completion_create(&it, children, n);

@@ -80,6 +80,26 @@ int mpx_py_deadline(PyObject *timeout, mpx_deadline_t *deadline)
     return 0;
 }
 
+#define SLICE_NS 200000000 /* 200 ms */
+
+int mpx_py_wait_sliced(int (*fn)(void *ctx, mpx_deadline_t deadline), void *ctx,
+                       mpx_deadline_t deadline)
+{
+    for (;;) {
+        int64_t now = mpx_now();
+        mpx_deadline_t slice =
+            deadline == MPX_FOREVER || deadline - now > SLICE_NS ? now + SLICE_NS : deadline;
+        int r;
+        Py_BEGIN_ALLOW_THREADS
+        r = fn(ctx, slice);
+        Py_END_ALLOW_THREADS
+        if (r != -EINTR && (r != -ETIMEDOUT || slice == deadline))
+            return r;
+        if (PyErr_CheckSignals() < 0)
+            return MPX_PY_RAISED;
+    }
+}
+
 static int mpx_exec(PyObject *m)
 {
     mpx_state *st = PyModule_GetState(m);
@@ -104,7 +124,7 @@ static int mpx_exec(PyObject *m)
     if (!st->Error || PyModule_AddObjectRef(m, "Error", st->Error) < 0)
         goto done;
     if (mpx_buffer_type_init(m, st) < 0 || mpx_queue_type_init(m, st) < 0 ||
-        mpx_sync_types_init(m, st) < 0)
+        mpx_sync_types_init(m, st) < 0 || mpx_proc_types_init(m, st) < 0)
         goto done;
     if (PyModule_AddStringConstant(m, "version", mpx_version()) < 0)
         goto done;
@@ -130,6 +150,8 @@ static int mpx_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->BrokenBarrierError);
     Py_VISIT(st->OwnerDiedError);
     Py_VISIT(st->SemLockType);
+    Py_VISIT(st->InboxType);
+    Py_VISIT(st->ChildType);
     return 0;
 }
 
@@ -151,6 +173,8 @@ static int mpx_clear(PyObject *m)
     Py_CLEAR(st->BrokenBarrierError);
     Py_CLEAR(st->OwnerDiedError);
     Py_CLEAR(st->SemLockType);
+    Py_CLEAR(st->InboxType);
+    Py_CLEAR(st->ChildType);
     return 0;
 }
 

@@ -4,6 +4,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 
 #include "mpx/mpx.h"
 
@@ -24,6 +25,8 @@ typedef struct {
     PyObject *SemLockType;     /* _mpx.SemLock, a heap type */
     PyObject *OwnerDiedError;  /* mpservice.multiprocessing.synchronize.OwnerDiedError */
     PyObject *BrokenBarrierError; /* threading.BrokenBarrierError */
+    PyObject *InboxType;       /* _mpx.Inbox, a heap type */
+    PyObject *ChildType;       /* _mpx.Child, a heap type */
 } mpx_state;
 
 /* Raises the Python exception for a libmpx error code and returns NULL. */
@@ -40,11 +43,22 @@ int mpx_py_deadline(PyObject *timeout, mpx_deadline_t *deadline);
 int mpx_py_parse(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                  const char *const *names, int nrequired, int nmax, PyObject **out);
 
+/* mpx_py_wait_sliced(): a Python exception is set (no libmpx result is this value). */
+#define MPX_PY_RAISED INT_MIN
+
+/* Runs fn(ctx, deadline) with the GIL released, in slices of at most 200 ms, with a signal
+ * check (PyErr_CheckSignals) after each slice and after -EINTR, so that Ctrl-C interrupts
+ * a wait even when the signal lands outside the system call. Returns fn's final result
+ * (never -EINTR; -ETIMEDOUT only once `deadline` passed), or MPX_PY_RAISED. */
+int mpx_py_wait_sliced(int (*fn)(void *ctx, mpx_deadline_t deadline), void *ctx,
+                       mpx_deadline_t deadline);
+
 extern struct PyModuleDef mpx_module_def;
 
 int mpx_queue_type_init(PyObject *module, mpx_state *st);
 int mpx_buffer_type_init(PyObject *module, mpx_state *st);
 int mpx_sync_types_init(PyObject *module, mpx_state *st);
+int mpx_proc_types_init(PyObject *module, mpx_state *st);
 
 /* A new _mpx.Buffer holding a copy of src[0..len). */
 PyObject *mpx_buffer_from(mpx_state *st, const void *src, size_t len);

@@ -7,7 +7,7 @@
  * object itself. It is a lock, a recursive lock or a semaphore.
  *
  * Waiting: each call first tries without waiting while holding the GIL; only then is the
- * GIL released for the blocking call (wait_released()), which returns -EINTR on a signal
+ * GIL released for the blocking call (mpx_py_wait_sliced()), which returns -EINTR on a signal
  * so that PyErr_CheckSignals() can run (Ctrl-C) before the call is repeated with the same
  * deadline. A signal that arrives while the waiter is not inside the system call (between
  * two of the periodic liveness checks of a lock or barrier wait, say) does not interrupt
@@ -102,30 +102,6 @@ static PyObject *raise_owner_died(mpx_state *st, pid_t pid, const char *after)
     return NULL;
 }
 
-#define SLICE_NS 200000000
-
-#define RAISED INT_MIN /* wait_released(): a Python exception is set (no result is this) */
-
-/* Runs fn(ctx, deadline) with the GIL released, in slices (see the top of the file).
- * Returns fn's final result (never -EINTR), or RAISED when a signal handler raised. */
-static int wait_released(int (*fn)(void *ctx, mpx_deadline_t deadline), void *ctx,
-                         mpx_deadline_t deadline)
-{
-    for (;;) {
-        int64_t now = mpx_now();
-        mpx_deadline_t slice =
-            deadline == MPX_FOREVER || deadline - now > SLICE_NS ? now + SLICE_NS : deadline;
-        int r;
-        Py_BEGIN_ALLOW_THREADS
-        r = fn(ctx, slice);
-        Py_END_ALLOW_THREADS
-        if (r != -EINTR && (r != -ETIMEDOUT || slice == deadline))
-            return r;
-        if (PyErr_CheckSignals() < 0)
-            return RAISED;
-    }
-}
-
 /* Parses (block=True, timeout=None) into a deadline, as the stdlib's SemLock.acquire:
  * block=False ignores the timeout; a negative timeout counts as 0. */
 static int parse_acquire(const char *fname, PyObject *const *args, Py_ssize_t nargs,
@@ -203,7 +179,7 @@ static int semlock_acquire(SemLockObject *self, mpx_deadline_t deadline)
     struct acquire_call call = {self, 0};
     int r = semlock_try(&call, MPX_NOWAIT);
     if (r == -EAGAIN && deadline != MPX_NOWAIT &&
-        (r = wait_released(semlock_try, &call, deadline)) == RAISED)
+        (r = mpx_py_wait_sliced(semlock_try, &call, deadline)) == MPX_PY_RAISED)
         return -1;
     if (r == 0) {
         if (self->kind != KIND_RLOCK)
@@ -597,9 +573,9 @@ static PyObject *CondVar_wait(CondVarObject *self, PyObject *const *args, Py_ssi
     long count = lk->count;
     unsigned long tid = lk->last_tid, gen = lk->generation;
     struct cond_call call = {self->cond, lk->lock, 0};
-    int r = wait_released(cond_wait, &call, deadline);
+    int r = mpx_py_wait_sliced(cond_wait, &call, deadline);
     lk->count = count, lk->last_tid = tid, lk->generation = gen;
-    if (r == RAISED)
+    if (r == MPX_PY_RAISED)
         return NULL;
     if (r == 0)
         Py_RETURN_TRUE;
@@ -716,7 +692,7 @@ static PyObject *Event_wait(EventObject *self, PyObject *const *args, Py_ssize_t
         return NULL;
     int r = mpx_event_wait(self->event, MPX_NOWAIT);
     if (r == -EAGAIN && deadline != MPX_NOWAIT &&
-        (r = wait_released(event_wait, self->event, deadline)) == RAISED)
+        (r = mpx_py_wait_sliced(event_wait, self->event, deadline)) == MPX_PY_RAISED)
         return NULL;
     if (r == 0)
         Py_RETURN_TRUE;
@@ -815,8 +791,8 @@ static PyObject *Barrier_wait(BarrierObject *self, PyObject *const *args, Py_ssi
         return NULL;
     PyObject *action = args[0];
     struct barrier_call call = {self->barrier, 0};
-    int idx = wait_released(barrier_arrive, &call, deadline);
-    if (idx == RAISED)
+    int idx = mpx_py_wait_sliced(barrier_arrive, &call, deadline);
+    if (idx == MPX_PY_RAISED)
         return NULL; /* not arrived: nothing to undo */
     if (idx == MPX_EBROKEN)
         return broken_barrier(self);
@@ -832,8 +808,8 @@ static PyObject *Barrier_wait(BarrierObject *self, PyObject *const *args, Py_ssi
         int r = mpx_barrier_trip(self->barrier, call.ticket);
         return r < 0 ? broken_barrier(self) : PyLong_FromLong(idx);
     }
-    int r = wait_released(barrier_await, &call, deadline);
-    if (r == RAISED)
+    int r = mpx_py_wait_sliced(barrier_await, &call, deadline);
+    if (r == MPX_PY_RAISED)
         return break_and_raise(self, 0);
     if (r == MPX_EBROKEN)
         return broken_barrier(self);

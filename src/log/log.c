@@ -16,6 +16,7 @@
 #include "mpx/queue.h"
 #include "wire/bytes.h"
 #include "wire/text.h"
+#include "log_internal.h"
 
 #define KIND_RECORD 1u
 #define KIND_END 2u
@@ -269,12 +270,8 @@ static int put_all(mpx_queue *q, const void *msg, size_t len)
     return err;
 }
 
-int mpx_logchan_send(mpx_logchan *ch, const mpx_log_record *rec)
+int mpx__log_put(mpx_queue *q, const mpx_log_record *rec)
 {
-    if (!ch || !rec)
-        return -EINVAL;
-    if (atomic_load(&ch->senders) & ENDED)
-        return MPX_ECLOSED;
     struct src_text t[NFIELDS];
     size_t total;
     int err = measure(rec, t, &total);
@@ -285,17 +282,27 @@ int mpx_logchan_send(mpx_logchan *ch, const mpx_log_record *rec)
     if (!p)
         return -ENOMEM;
     write_record(p, rec, t, total);
+    err = put_all(q, p, total);
+    if (p != stackbuf)
+        free(p);
+    return err;
+}
+
+int mpx_logchan_send(mpx_logchan *ch, const mpx_log_record *rec)
+{
+    if (!ch || !rec)
+        return -EINVAL;
+    if (atomic_load(&ch->senders) & ENDED)
+        return MPX_ECLOSED;
     /* Register as a send in progress and re-check under that registration: end() sets
      * ENDED first and then waits for the count to drop, so either this send sees ENDED
      * and backs out, or end() waits for its put. */
-    if (atomic_fetch_add(&ch->senders, 1) & ENDED) {
+    int err;
+    if (atomic_fetch_add(&ch->senders, 1) & ENDED)
         err = MPX_ECLOSED;
-    } else {
-        err = put_all(ch->q, p, total);
-    }
+    else
+        err = mpx__log_put(ch->q, rec);
     atomic_fetch_sub(&ch->senders, 1);
-    if (p != stackbuf)
-        free(p);
     return err;
 }
 

@@ -376,3 +376,30 @@ int mpx_exit_describe(const mpx_exit_status *st, char *buf, size_t len)
         return snprintf(buf, len, "killed by %s%s", name, core);
     return snprintf(buf, len, "killed by signal %d%s", st->signal, core);
 }
+
+int mpx_wait_fds(const int *fds, size_t n, mpx_deadline_t deadline, unsigned char *ready)
+{
+    if (n > 0 && (!fds || !ready))
+        return -EINVAL;
+    struct pollfd stack[STACK_FDS], *p = stack;
+    if (n > STACK_FDS && !(p = malloc(n * sizeof *p)))
+        return -ENOMEM;
+    int err = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (fds[i] < 0) {
+            err = -EINVAL;
+            goto out;
+        }
+        p[i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+    }
+    err = mpx__poll_until(p, n, deadline);
+    if (err < 0)
+        goto out;
+    err = 0;
+    for (size_t i = 0; i < n; i++)
+        ready[i] = p[i].revents != 0;
+out:
+    if (p != stack)
+        free(p);
+    return err;
+}
