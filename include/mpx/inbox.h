@@ -80,7 +80,8 @@ typedef struct mpx_inbox_msg {
 MPX_API int mpx_inbox_create(mpx_inbox **out);
 
 /* Attaches to the inbox whose queue segment is open as `fd` (borrowed: the handle keeps a
- * duplicate), typically in a child to send. Validates the segment as mpx_queue_attach. */
+ * duplicate), typically in a child to send. Validates the segment as mpx_queue_attach;
+ * a bounded queue is not an inbox (MPX_EBADSEG). */
 MPX_API int mpx_inbox_attach(mpx_inbox **out, int fd);
 
 /* The queue segment's descriptor (owned by the handle), e.g. to pass to a child. */
@@ -107,10 +108,12 @@ MPX_API int mpx_inbox_send_outcome(mpx_inbox *ib, uint64_t token, uint32_t code,
 
 /* Receives up to `max` messages into msgs[0..*got), in queue order, waiting until
  * `deadline` for the first one only. A message that is not valid (only possible if
- * something else wrote into the queue) is consumed and skipped; the call then reports the
- * valid messages before it, or, if there were none, MPX_EBADFRAME / MPX_EVERSION. Release
- * each message with mpx_inbox_msg_done(). Errors: -EINVAL, -EAGAIN (MPX_NOWAIT, empty),
- * -ETIMEDOUT, -EINTR, -ENOMEM (the message stays queued). */
+ * something else wrote into the queue) is consumed and skipped: the call reports the
+ * valid messages of the batch, or, if the batch held none, MPX_EBADFRAME / MPX_EVERSION.
+ * Release each message with mpx_inbox_msg_done(). Errors: -EINVAL, -EAGAIN (MPX_NOWAIT,
+ * empty), -ETIMEDOUT, -EINTR, -ENOMEM (the message stays queued), MPX_ECLOSED (the queue
+ * was closed through the queue API and is empty), or another of the queue's get errors
+ * (then no message is handed out). */
 MPX_API int mpx_inbox_recv(mpx_inbox *ib, mpx_inbox_msg *msgs, size_t max, size_t *got,
                            mpx_deadline_t deadline);
 
@@ -141,7 +144,8 @@ MPX_API int mpx_inbox_is_complete(mpx_inbox *ib, uint64_t token);
  * everything the child sent, which the receiver turns into the completion. Needs the
  * receiver to be running. Waits in the calling process only (no futex, no signal
  * interruption: slice the deadline to check for signals). 0, -ETIMEDOUT, -ENOENT (not
- * registered), or the queue's put errors. */
+ * registered, or forgotten while waiting), or the put's errors (no marker was put; the
+ * next flush tries again). */
 MPX_API int mpx_inbox_flush(mpx_inbox *ib, uint64_t token, mpx_deadline_t deadline);
 
 /* Removes `token` from the completion table. 0 or -ENOENT. */

@@ -43,11 +43,20 @@ static int inbox_new(mpx_inbox **out, mpx_queue *q)
         return -ENOMEM;
     }
     pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&ib->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    pthread_mutex_init(&ib->mu, NULL);
+    int r = pthread_condattr_init(&ca);
+    if (r == 0) {
+        r = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        if (r == 0)
+            r = pthread_cond_init(&ib->cv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    if (r == 0 && (r = pthread_mutex_init(&ib->mu, NULL)) != 0)
+        pthread_cond_destroy(&ib->cv);
+    if (r != 0) {
+        free(ib);
+        mpx_queue_destroy(q);
+        return -r;
+    }
     ib->q = q;
     *out = ib;
     return 0;
@@ -73,6 +82,11 @@ int mpx_inbox_attach(mpx_inbox **out, int fd)
     int err = mpx_queue_attach(&q, fd);
     if (err < 0)
         return err;
+    if (mpx_queue_maxsize(q) != 0) {
+        /* Not an inbox: sends to a bounded queue could wait for the receiver. */
+        mpx_queue_destroy(q);
+        return MPX_EBADSEG;
+    }
     return inbox_new(out, q);
 }
 
@@ -239,8 +253,13 @@ int mpx_inbox_recv(mpx_inbox *ib, mpx_inbox_msg *msgs, size_t max, size_t *got,
                 mpx_inbox_msg_done(&msgs[i]);
             continue;
         }
-        if (err < 0 && c.n == 0)
+        if (err < 0) {
+            /* Nothing taken counts: a message decoded before the failure may still be
+             * queued (a large get that could not finish), so hand none of them out. */
+            for (size_t i = 0; i < c.n; i++)
+                mpx_inbox_msg_done(&msgs[i]);
             return err;
+        }
         if (c.n == 0 && c.bad)
             return c.bad;
         if (c.n == 0)
@@ -317,14 +336,19 @@ int mpx_inbox_forget(mpx_inbox *ib, uint64_t token)
         return -EINVAL;
     pthread_mutex_lock(&ib->mu);
     struct entry *e = find(ib, token);
-    if (e)
+    if (e) {
         *e = ib->entries[--ib->n];
+        pthread_cond_broadcast(&ib->cv); /* a flush waiting for it returns -ENOENT */
+    }
     pthread_mutex_unlock(&ib->mu);
     return e ? 0 : -ENOENT;
 }
 
+/* Only called for deadlines in the future (past ones never wait), so d > 0. */
 static struct timespec to_timespec(mpx_deadline_t d)
 {
+    if (d < 0)
+        d = 0;
     return (struct timespec){.tv_sec = (time_t)(d / 1000000000),
                              .tv_nsec = (long)(d % 1000000000)};
 }
@@ -333,47 +357,50 @@ int mpx_inbox_flush(mpx_inbox *ib, uint64_t token, mpx_deadline_t deadline)
 {
     if (!ib)
         return -EINVAL;
-    pthread_mutex_lock(&ib->mu);
-    struct entry *e = find(ib, token);
-    if (!e) {
-        pthread_mutex_unlock(&ib->mu);
-        return -ENOENT;
-    }
-    if (!e->complete && !e->marker_put) {
-        /* Put the marker outside the mutex (the put may wait for the queue's lock); the
-         * flag keeps a second flusher from putting another. */
-        e->marker_put = true;
-        pthread_mutex_unlock(&ib->mu);
-        unsigned char m[MPX_INBOX_HEAD_SIZE];
-        write_head(m, KIND_GONE, 0, sizeof m, token);
-        struct iovec iov = {m, sizeof m};
-        int err = put_parts(ib->q, &iov, 1);
-        pthread_mutex_lock(&ib->mu);
-        e = find(ib, token); /* the array may have moved meanwhile */
-        if (err < 0) {
-            if (e)
-                e->marker_put = false; /* let a later flush try again */
-            pthread_mutex_unlock(&ib->mu);
-            return err;
-        }
-    }
-    int err = 0;
     struct timespec ts = to_timespec(deadline);
-    while ((e = find(ib, token)) && !e->complete) {
-        if (deadline == MPX_NOWAIT) {
+    int err;
+    pthread_mutex_lock(&ib->mu);
+    for (;;) {
+        struct entry *e = find(ib, token);
+        if (!e) {
+            err = -ENOENT;
+            break;
+        }
+        if (e->complete) {
+            err = 0;
+            break;
+        }
+        if (!e->marker_put) {
+            /* Put the marker outside the mutex (the put may wait for the queue's lock);
+             * the flag keeps other flushers from putting a second one. */
+            e->marker_put = true;
+            pthread_mutex_unlock(&ib->mu);
+            unsigned char m[MPX_INBOX_HEAD_SIZE];
+            write_head(m, KIND_GONE, 0, sizeof m, token);
+            struct iovec iov = {m, sizeof m};
+            err = put_parts(ib->q, &iov, 1);
+            pthread_mutex_lock(&ib->mu);
+            if (err < 0) {
+                /* No marker: let a later flush try again, and wake the flushers that
+                 * were waiting for this one, so that they try too (or time out). */
+                if ((e = find(ib, token)))
+                    e->marker_put = false;
+                pthread_cond_broadcast(&ib->cv);
+                break;
+            }
+            continue; /* the array may have moved meanwhile: look the entry up again */
+        }
+        if (deadline != MPX_FOREVER && deadline <= mpx_now()) {
             err = -ETIMEDOUT;
             break;
         }
         int r = deadline == MPX_FOREVER ? pthread_cond_wait(&ib->cv, &ib->mu)
                                         : pthread_cond_timedwait(&ib->cv, &ib->mu, &ts);
-        if (r == ETIMEDOUT) {
-            e = find(ib, token);
-            err = e && e->complete ? 0 : -ETIMEDOUT;
+        if (r != 0 && r != ETIMEDOUT) {
+            err = -r;
             break;
         }
     }
-    if (!e && !err)
-        err = -ENOENT; /* forgotten while waiting */
     pthread_mutex_unlock(&ib->mu);
     return err;
 }
