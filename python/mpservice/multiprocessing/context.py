@@ -1,19 +1,342 @@
-"""The "spawn" context of mpservice."""
-
-from __future__ import annotations
+"""The "spawn" context of mpservice and its process class, :class:`SpawnProcess`."""
 
 import multiprocessing
 import multiprocessing.context as _std
+import pickle
+import signal
+import time
 
-__all__ = ["SpawnContext", "MP_SPAWN_CTX"]
+from .. import TimeoutError
+
+__all__ = ["SpawnContext", "MP_SPAWN_CTX", "SpawnProcess", "ProcessFailedError"]
+
+
+class ProcessFailedError(OSError):
+    """A process ended without reporting a result or an exception.
+
+    Raised by ``join()``, ``result()`` and ``exception()`` when the child was killed by a
+    signal (other than SIGTERM, which is a quiet end), exited (``os._exit``) before
+    reporting, or its result or exception could not be pickled or unpickled. Attributes:
+    ``pid``, ``exitcode`` (as ``Process.exitcode``), ``signal`` (a :class:`signal.Signals`
+    or None). For a crash by signal, the child's Python traceback at the moment of the crash
+    is attached as the ``__cause__`` (a ``RemoteTraceback``) when it could be captured.
+    """
+
+    def __init__(self, message: str, *, pid: int | None = None, exitcode: int | None = None,
+                 signal: signal.Signals | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+        self.exitcode = exitcode
+        self.signal = signal
+
+    def __reduce__(self):
+        return _rebuild_failed, (str(self), self.pid, self.exitcode, self.signal)
+
+
+def _rebuild_failed(message, pid, exitcode, sig):
+    return ProcessFailedError(message, pid=pid, exitcode=exitcode, signal=sig)
+
+
+def _proc():
+    """The machinery module, imported on first use so that importing the package stays
+    cheap (a spawned child imports it)."""
+    from . import _process
+
+    return _process
+
+
+# The settled outcome of a process, from the parent's point of view.
+_OK, _RAISED, _FAILED = 0, 1, 2
+
+
+class SpawnProcess(_std.SpawnProcess):
+    """A subclass of the standard :class:`multiprocessing.context.SpawnProcess`, this
+    customization adds two things:
+
+    1. The result and exception of the target are available on the process object, so
+       that it can be used like the ``Future`` returned by
+       ``concurrent.futures.ProcessPoolExecutor.submit``: :meth:`done`, :meth:`result`,
+       :meth:`exception`, and :meth:`join`, which raises the child's exception.
+    2. Logs produced in the child while the target runs are handled in the parent, by the
+       parent's logging configuration (format, levels, handlers). No record is lost or
+       reordered: ``join()`` returns only after every record of the child was handled.
+
+    Every way a child can end is reported: a return value, an exception (raised as its
+    original type, with the child's traceback as a ``RemoteTraceback`` cause), ``SystemExit``,
+    ``terminate()`` (a quiet end: result None), and anything else (a signal, ``os._exit``,
+    a result that cannot be pickled) as :class:`ProcessFailedError`.
+    """
+
+    _start_method = "spawn"
+
+    @staticmethod
+    def _Popen(process_obj):
+        return _proc().Popen(process_obj)
+
+    def start(self) -> None:
+        """Start the child process (as the standard ``start``)."""
+        self._check_closed()
+        if self._popen is not None:
+            raise AssertionError("cannot start a process twice")
+        self._mpx_launch = _proc().Launch(self._name)
+        self._mpx_outcome = None
+        try:
+            super().start()
+        except BaseException:
+            self._mpx_launch.svc.drop(self._mpx_launch.token)
+            self._mpx_launch.close()
+            del self._mpx_launch
+            raise
+
+    # ---- the child ----
+
+    @staticmethod
+    def handle_exception(exc: BaseException) -> None:
+        """Called in the child with the exception the target raised, before it is sent
+        to the parent. Prints ``Exception in <process name>: <repr>``. Override it to do
+        something else; it must not raise."""
+        print(f"Exception in {multiprocessing.current_process().name}: {exc!r}", flush=True)
+
+    def run(self) -> None:
+        """Overrides the standard ``Process.run``: runs the target with log forwarding and
+        sends its outcome to the parent. ``start`` arranges for this to be run in a child
+        process."""
+        report = self.__dict__.pop("_mpx_launch", None)
+        if not isinstance(report, _proc().ChildReport):
+            # Not started by SpawnProcess.start (a subclass calling run() directly).
+            if self._target:
+                self._target(*self._args, **self._kwargs)
+            return
+        report.start()
+        exit_with = None
+        try:
+            target = self._target
+            value = target(*self._args, **self._kwargs) if target else None
+        except SystemExit as e:
+            report.stop()
+            if e.code is None or e.code == 0:
+                _send_result(report, None)
+            else:
+                _send_error(report, e)
+            raise
+        except BaseException as e:
+            try:
+                self.handle_exception(e)
+            except BaseException:
+                pass
+            report.stop()
+            _send_error(report, e)
+            exit_with = 1
+        else:
+            report.stop()
+            if not _send_result(report, value):
+                exit_with = 1
+        finally:
+            # Drop references held by the target's frames before the interpreter exits.
+            self._target = self._args = self._kwargs = None
+        if exit_with is not None:
+            raise SystemExit(exit_with)
+
+    # ---- the parent ----
+
+    def done(self) -> bool:
+        """True once the process has ended, however; False while it runs or before it
+        was started."""
+        popen = self._popen
+        return popen is not None and popen.done()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Same behavior as the standard library, except that if the process ended with an
+        exception, the exception is raised (also :class:`ProcessFailedError`). Returns
+        None, also when the timeout passed."""
+        from multiprocessing import util
+
+        outcome = self._settle(timeout)
+        # At interpreter exit, multiprocessing joins the children left running; an
+        # exception there would stop it from joining the others.
+        if outcome is not None and outcome[0] != _OK and not util._exiting:
+            raise outcome[1].with_traceback(None)
+
+    def result(self, timeout: float | None = None) -> object:
+        """The target's return value; raises its exception, :class:`ProcessFailedError`,
+        or ``mpservice.TimeoutError`` if not done within `timeout` seconds (as
+        ``concurrent.futures.Future.result``)."""
+        outcome = self._settle(timeout)
+        if outcome is None:
+            raise TimeoutError
+        if outcome[0] != _OK:
+            raise outcome[1].with_traceback(None)
+        return outcome[1]
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The exception the target raised, or None; raises :class:`ProcessFailedError`,
+        or ``mpservice.TimeoutError`` if not done within `timeout` seconds."""
+        if self._settle(timeout) is None:
+            raise TimeoutError
+        kind, value = self._mpx_outcome
+        if kind == _FAILED:
+            raise value.with_traceback(None)
+        return value if kind == _RAISED else None
+
+    def _settle(self, timeout: float | None):
+        """Waits (within `timeout`) for the process to end and its stream to be handled,
+        then settles the outcome once. None on timeout."""
+        self._check_closed()
+        if self._popen is None:
+            raise AssertionError("can only join a started process")
+        if self._mpx_outcome is not None:
+            return self._mpx_outcome
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0)
+        super().join(timeout)
+        if self.exitcode is None:
+            return None
+        launch = self._mpx_launch
+        left = None if deadline is None else max(deadline - time.monotonic(), 0)
+        if not launch.svc.finish(launch.token, left):
+            return None
+        if self._mpx_outcome is None:
+            self._mpx_outcome = self._decide(launch.svc.take(launch.token), launch)
+            launch.close()
+        return self._mpx_outcome
+
+    def _decide(self, outcome, launch) -> tuple[int, object]:
+        code = self.exitcode
+        if outcome is not None:
+            kind, data = outcome
+            if kind == _proc().RESULT:
+                try:
+                    return _OK, pickle.loads(data)
+                except BaseException as e:
+                    return _FAILED, self._failure(f"its result could not be unpickled: {e!r}")
+            if kind == _proc().ERROR:
+                try:
+                    return _RAISED, pickle.loads(data)
+                except BaseException as e:
+                    return _FAILED, self._failure(
+                        f"its exception could not be unpickled: {e!r}"
+                    )
+            return _FAILED, self._failure(data.decode("utf-8", "replace"))
+        if code == -signal.SIGTERM:
+            return _OK, None  # terminate(): a quiet end
+        err = self._failure(_describe_end(code))
+        crash = launch.crash_text()
+        if crash:
+            from .remote_exception import RemoteTraceback
+
+            err.__cause__ = RemoteTraceback(f"[{self.name}] {crash}\n")
+        return _FAILED, err
+
+    def _failure(self, what: str) -> ProcessFailedError:
+        code = self.exitcode
+        sig = None
+        if code is not None and code < 0:
+            try:
+                sig = signal.Signals(-code)
+            except ValueError:
+                sig = None
+        return ProcessFailedError(
+            f"process {self.name} (pid {self.pid}) {what}", pid=self.pid, exitcode=code,
+            signal=sig,
+        )
+
+    # ---- for mpservice.threading.wait / as_completed ----
+
+    def _mpx_started(self) -> bool:
+        return self._popen is not None
+
+    def _mpx_done_fd(self) -> int | None:
+        """A descriptor readable once the process ended (its pidfd), or None if it has."""
+        return None if self.done() else self._popen.sentinel
+
+    def _mpx_failed(self) -> bool:
+        return self._settle(None)[0] != _OK
+
+    def __del__(self):
+        # A process dropped without being joined: forget its entry in the service.
+        launch = self.__dict__.get("_mpx_launch")
+        if self.__dict__.get("_mpx_outcome") is None and hasattr(launch, "svc"):
+            try:
+                launch.svc.drop(launch.token)
+            except Exception:
+                pass
+
+
+def _describe_end(code: int) -> str:
+    if code < 0:
+        from .. import _mpx
+
+        text = _mpx.describe_exit(code)
+        if code == -signal.SIGKILL:
+            text += " (possibly out of memory)"
+        return f"was {text}" if text.startswith("killed") else text
+    return f"exited with status {code} before reporting a result"
+
+
+def _send_result(report, value) -> bool:
+    try:
+        data = _dumps(value)
+    except BaseException as e:
+        report.send(_proc().FAILED, f"its result could not be pickled: {e!r}".encode())
+        return False
+    report.send(_proc().RESULT, data)
+    return True
+
+
+def _send_error(report, exc: BaseException) -> None:
+    from .remote_exception import RemoteException
+
+    # The traceback starts at the target's frame: the frame of run() tells nothing.
+    tb = exc.__traceback__
+    try:
+        data = _dumps(RemoteException(exc, tb.tb_next if tb and tb.tb_next else tb))
+    except BaseException as e:
+        report.send(
+            _proc().FAILED,
+            f"its exception {type(exc).__qualname__} could not be pickled: {e!r}".encode(),
+        )
+        return
+    report.send(_proc().ERROR, data)
+
+
+def _dumps(obj) -> bytes:
+    from multiprocessing.reduction import ForkingPickler
+
+    return bytes(ForkingPickler.dumps(obj))
+
+
+class _ServiceProcess(SpawnProcess):
+    """A SpawnProcess whose ``join`` only waits, as the standard one does: for the
+    workers of ``Pool`` and the server of ``SyncManager``, whose standard machinery joins
+    them from its own threads and finalizers and replaces or discards dead ones. A raise
+    there would kill the pool's maintenance thread or break a manager's shutdown."""
+
+    def join(self, timeout=None):
+        try:
+            super().join(timeout)
+        except BaseException:
+            pass
+
+
+# Process names come from the class name ("SpawnProcess-3", "SpawnPoolWorker-1"): keep the
+# public one. Pickling finds the class by its __qualname__.
+_ServiceProcess.__name__ = "SpawnProcess"
+
+
+class _ServiceContext(_std.SpawnContext):
+    """MP_SPAWN_CTX for the standard machinery of Pool and SyncManager."""
+
+    Process = _ServiceProcess
 
 
 class SpawnContext(_std.SpawnContext):
-    """A subclass of the standard :class:`multiprocessing.context.SpawnContext`.
+    """A subclass of the standard :class:`multiprocessing.context.SpawnContext`, whose
+    ``Process`` is :class:`SpawnProcess`.
 
     ``get_context(None)`` and ``get_context('spawn')`` return this context itself; other
     start methods are served by the standard library.
     """
+
+    Process = SpawnProcess
 
     def get_context(self, method: str | None = None):
         if method is None or method == "spawn":
@@ -23,3 +346,5 @@ class SpawnContext(_std.SpawnContext):
 
 MP_SPAWN_CTX = SpawnContext()
 """The single instance of :class:`SpawnContext`."""
+
+_SERVICE_CTX = _ServiceContext()
