@@ -26,6 +26,7 @@ import os
 import pickle
 import sys
 import threading
+import time
 from multiprocessing import popen_spawn_posix, reduction, spawn, util
 from multiprocessing.context import get_spawning_popen, set_spawning_popen
 
@@ -47,6 +48,7 @@ class _Service:
         self.pid = os.getpid()
         self.inbox = _mpx.Inbox()
         self.outcomes: dict[int, tuple[int, bytes]] = {}
+        self.live: set[int] = set()  # tokens of process objects that may still take()
         self._tokens = itertools.count(1)
         self.thread = threading.Thread(
             target=self._serve, name="mpservice-supervisor", daemon=True
@@ -56,46 +58,59 @@ class _Service:
     def new_token(self) -> int:
         token = next(self._tokens)
         self.inbox.expect(token)
+        self.live.add(token)
         return token
 
     def _serve(self) -> None:
-        import logging
-
-        inbox = self.inbox
-        outcomes = self.outcomes
-        get_logger = logging.getLogger
         while True:
             try:
-                batch = inbox.recv()
+                batch = self.inbox.recv()
             except Exception:  # only a decode or memory error: report and go on
                 _report_error("receiving from the inbox")
                 continue
-            for item in batch:
-                if type(item) is tuple:
-                    token, code, data = item
-                    if code is not None:
-                        outcomes[token] = (code, data)
-                    inbox.complete(token)
-                    continue
-                try:
-                    logger = get_logger(item.name)
-                    if logger.isEnabledFor(item.levelno):
-                        logger.handle(item)
-                except Exception:
-                    _report_error("handling a child's log record")
+            self._handle(batch)
+
+    def _handle(self, batch) -> None:
+        import logging
+
+        get_logger = logging.getLogger
+        for item in batch:
+            if type(item) is tuple:
+                token, code, data = item
+                # Keep an outcome only for a process object that can still take it.
+                if code is not None and token in self.live:
+                    self.outcomes[token] = (code, data)
+                self.inbox.complete(token)
+                continue
+            try:
+                logger = get_logger(item.name)
+                if logger.isEnabledFor(item.levelno):
+                    logger.handle(item)
+            except Exception:
+                _report_error("handling a child's log record")
 
     def finish(self, token: int, timeout: float | None) -> bool:
         """For an ended child: True once its stream was handled (False on timeout)."""
-        if threading.current_thread() is self.thread:
-            # A log handler joining a process: this thread cannot also serve the inbox.
-            return True
-        return self.inbox.flush(token, timeout)
+        if threading.current_thread() is not self.thread:
+            return self.inbox.flush(token, timeout)
+        # Called from a log handler running on this very thread: nobody else receives,
+        # so receive here until the child's stream is complete.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.inbox.flush(token, 0)  # puts the marker if needed
+        while not self.inbox.is_complete(token):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            self._handle(self.inbox.recv(left))
+        return True
 
     def take(self, token: int) -> tuple[int, bytes] | None:
+        self.live.discard(token)
         self.inbox.forget(token)
         return self.outcomes.pop(token, None)
 
     def drop(self, token: int) -> None:
+        self.live.discard(token)
         self.inbox.forget(token)
         self.outcomes.pop(token, None)
 
@@ -272,6 +287,7 @@ class Launch:
         svc = service()
         self.svc = svc
         self.token = svc.new_token()
+        self.lock = threading.Lock()  # held by the thread settling the outcome
         self.levels = logging_levels()
         self.fault_fd = os.memfd_create("mpx-fault", os.MFD_CLOEXEC)
 

@@ -192,11 +192,18 @@ class SpawnProcess(_std.SpawnProcess):
             return None
         launch = self._mpx_launch
         left = None if deadline is None else max(deadline - time.monotonic(), 0)
-        if not launch.svc.finish(launch.token, left):
+        # One thread settles; others calling join()/result() meanwhile wait for it.
+        if not launch.lock.acquire(timeout=-1 if left is None else left):
             return None
-        if self._mpx_outcome is None:
-            self._mpx_outcome = self._decide(launch.svc.take(launch.token), launch)
-            launch.close()
+        try:
+            if self._mpx_outcome is None:
+                left = None if deadline is None else max(deadline - time.monotonic(), 0)
+                if not launch.svc.finish(launch.token, left):
+                    return None
+                self._mpx_outcome = self._decide(launch.svc.take(launch.token), launch)
+                launch.close()
+        finally:
+            launch.lock.release()
         return self._mpx_outcome
 
     def _decide(self, outcome, launch) -> tuple[int, object]:
@@ -207,15 +214,17 @@ class SpawnProcess(_std.SpawnProcess):
                 try:
                     return _OK, pickle.loads(data)
                 except BaseException as e:
-                    return _FAILED, self._failure(f"its result could not be unpickled: {e!r}")
+                    return _FAILED, self._failure(
+                        f"failed: its result could not be unpickled: {e!r}"
+                    )
             if kind == _proc().ERROR:
                 try:
                     return _RAISED, pickle.loads(data)
                 except BaseException as e:
                     return _FAILED, self._failure(
-                        f"its exception could not be unpickled: {e!r}"
+                        f"failed: its exception could not be unpickled: {e!r}"
                     )
-            return _FAILED, self._failure(data.decode("utf-8", "replace"))
+            return _FAILED, self._failure("failed: " + data.decode("utf-8", "replace"))
         if code == -signal.SIGTERM:
             return _OK, None  # terminate(): a quiet end
         err = self._failure(_describe_end(code))
