@@ -9,6 +9,7 @@ handler at import would turn log forwarding off.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -337,3 +338,25 @@ def log_forever(name):
     while True:
         logger.warning("chatter %d", i)
         i += 1
+
+
+class RunOverride(SpawnProcess):
+    """The stdlib pattern: a subclass overriding run() instead of passing a target."""
+
+    def __init__(self, value, *, fail=False, name_=None):
+        super().__init__()
+        self.value = value
+        self.fail = fail
+        self.name_ = name_
+
+    def run(self):
+        if self.name_:
+            logging.getLogger(self.name_).warning("from run %s", self.value)
+        if self.fail:
+            raise LookupError(f"run failed {self.value}")
+        return self.value * 3
+
+
+class RunOverrideCallingSuper(SpawnProcess):
+    def run(self):
+        return ("super gave", super().run())

@@ -1313,3 +1313,35 @@ def test_join_from_a_log_handler(spawn, logs):
     assert kind == "ok" and value[0] == 1
     assert handler.joined == ("ok", 7)
     assert len(handler.records) == 3
+
+
+def test_subclass_overriding_run(spawn, logs):
+    # The stdlib pattern of overriding run() keeps every guarantee: the return value is
+    # the result, an exception arrives with its traceback, logs are forwarded.
+    name, h = logs()
+    p = T.RunOverride(5, name_=name)
+    p.start()
+    try:
+        assert p.result(60) == 15
+        assert p.exitcode == 0
+        assert h.messages() == ["from run 5"]
+    finally:
+        reap(p)
+    q = T.RunOverride(2, fail=True)
+    q.start()
+    try:
+        with pytest.raises(LookupError, match="run failed 2") as info:
+            q.join(60)
+        assert "in run" in str(info.value.__cause__)
+        assert q.exitcode == 1
+    finally:
+        reap(q)
+
+
+def test_subclass_run_calling_super(spawn):
+    p = T.RunOverrideCallingSuper(target=T.return_value, args=(4,))
+    p.start()
+    try:
+        assert p.result(60) == ("super gave", 4)
+    finally:
+        reap(p)

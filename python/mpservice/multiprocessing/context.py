@@ -97,21 +97,50 @@ class SpawnProcess(_std.SpawnProcess):
         something else; it must not raise."""
         print(f"Exception in {multiprocessing.current_process().name}: {exc!r}", flush=True)
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        # A subclass that overrides run() gets the same reporting around its own run: log
+        # forwarding while it runs, its return value as the result, what it raises as the
+        # exception. Without this its child would end without an outcome.
+        super().__init_subclass__(**kwargs)
+        run = cls.__dict__.get("run")
+        if run is not None and not getattr(run, "_mpx_reporting", False):
+
+            def reporting_run(self):
+                return self._run_reporting(run)
+
+            reporting_run.__name__ = run.__name__
+            reporting_run.__qualname__ = run.__qualname__
+            reporting_run.__doc__ = run.__doc__
+            reporting_run._mpx_reporting = True
+            cls.run = reporting_run
+
     def run(self) -> None:
         """Overrides the standard ``Process.run``: runs the target with log forwarding and
         sends its outcome to the parent. ``start`` arranges for this to be run in a child
         process."""
-        report = self.__dict__.pop("_mpx_launch", None)
+        return self._run_reporting(SpawnProcess._call_target)
+
+    run._mpx_reporting = True
+
+    def _call_target(self):
+        target = self._target
+        try:
+            return target(*self._args, **self._kwargs) if target else None
+        finally:
+            # Drop references held by the target's frames before the interpreter exits.
+            self._target = self._args = self._kwargs = None
+
+    def _run_reporting(self, run) -> None:
+        report = self.__dict__.get("_mpx_launch")
         if not isinstance(report, _proc().ChildReport):
-            # Not started by SpawnProcess.start (a subclass calling run() directly).
-            if self._target:
-                self._target(*self._args, **self._kwargs)
-            return
+            # Not in a child started by SpawnProcess.start (run() called directly, or a
+            # subclass's run() calling super().run() inside the reporting already).
+            return run(self)
+        del self._mpx_launch
         report.start()
         exit_with = None
         try:
-            target = self._target
-            value = target(*self._args, **self._kwargs) if target else None
+            value = run(self)
         except SystemExit as e:
             report.stop()
             if e.code is None or e.code == 0:
@@ -131,9 +160,6 @@ class SpawnProcess(_std.SpawnProcess):
             report.stop()
             if not _send_result(report, value):
                 exit_with = 1
-        finally:
-            # Drop references held by the target's frames before the interpreter exits.
-            self._target = self._args = self._kwargs = None
         if exit_with is not None:
             raise SystemExit(exit_with)
 
