@@ -80,6 +80,21 @@ int mpx_py_deadline(PyObject *timeout, mpx_deadline_t *deadline)
     return 0;
 }
 
+PyObject *mpx_py_queue_exc(mpx_state *st, int full)
+{
+    /* queue.Empty and queue.Full, fetched on first use: importing the queue module costs
+     * a spawned child that never uses a queue about a millisecond. */
+    PyObject **slot = full ? &st->Full : &st->Empty;
+    if (!*slot) {
+        PyObject *queue = PyImport_ImportModule("queue");
+        if (!queue)
+            return NULL;
+        *slot = PyObject_GetAttrString(queue, full ? "Full" : "Empty");
+        Py_DECREF(queue);
+    }
+    return *slot;
+}
+
 #define SLICE_NS 200000000 /* 200 ms */
 
 int mpx_py_wait_sliced(int (*fn)(void *ctx, mpx_deadline_t deadline), void *ctx,
@@ -103,15 +118,13 @@ int mpx_py_wait_sliced(int (*fn)(void *ctx, mpx_deadline_t deadline), void *ctx,
 static int mpx_exec(PyObject *m)
 {
     mpx_state *st = PyModule_GetState(m);
-    PyObject *pickle = NULL, *queue = NULL;
+    PyObject *pickle = NULL;
     int r = -1;
-    if (!(pickle = PyImport_ImportModule("pickle")) || !(queue = PyImport_ImportModule("queue")))
+    if (!(pickle = PyImport_ImportModule("pickle")))
         goto done;
     if (!(st->dumps = PyObject_GetAttrString(pickle, "dumps")) ||
         !(st->loads = PyObject_GetAttrString(pickle, "loads")) ||
         !(st->PickleBuffer = PyObject_GetAttrString(pickle, "PickleBuffer")) ||
-        !(st->Empty = PyObject_GetAttrString(queue, "Empty")) ||
-        !(st->Full = PyObject_GetAttrString(queue, "Full")) ||
         !(st->kw_buffer_callback = Py_BuildValue("(s)", "buffer_callback")) ||
         !(st->kw_buffers = Py_BuildValue("(s)", "buffers")) ||
         !(st->protocol = PyLong_FromLong(5)))
@@ -131,7 +144,6 @@ static int mpx_exec(PyObject *m)
     r = 0;
 done:
     Py_XDECREF(pickle);
-    Py_XDECREF(queue);
     return r;
 }
 

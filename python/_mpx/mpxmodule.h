@@ -13,8 +13,8 @@ typedef struct {
     PyObject *QueueType;       /* _mpx.Queue, a heap type */
     PyObject *BufferType;      /* _mpx.Buffer, a heap type */
     PyObject *Error;           /* _mpx.Error(OSError) */
-    PyObject *Empty;           /* queue.Empty */
-    PyObject *Full;            /* queue.Full */
+    PyObject *Empty;           /* queue.Empty, NULL until first used (mpx_py_queue_exc) */
+    PyObject *Full;            /* queue.Full, likewise */
     PyObject *dumps;           /* pickle.dumps */
     PyObject *loads;           /* pickle.loads */
     PyObject *PickleBuffer;    /* pickle.PickleBuffer */
@@ -28,6 +28,10 @@ typedef struct {
     PyObject *InboxType;       /* _mpx.Inbox, a heap type */
     PyObject *ChildType;       /* _mpx.Child, a heap type */
 } mpx_state;
+
+/* queue.Full (full != 0) or queue.Empty, imported on first use; NULL with an exception set
+ * if the import fails. Borrowed reference. */
+PyObject *mpx_py_queue_exc(mpx_state *st, int full);
 
 /* Raises the Python exception for a libmpx error code and returns NULL. */
 PyObject *mpx_py_error(mpx_state *st, int err);

@@ -16,6 +16,20 @@
 #include "fastpickle.h"
 #include "mpxmodule.h"
 
+/* Raises queue.Empty / queue.Full (imported on first use). */
+static void mpx_py_raise_queue_exc(mpx_state *st, int full)
+{
+    PyObject *exc = mpx_py_queue_exc(st, full);
+    if (exc)
+        PyErr_SetNone(exc);
+}
+
+/* Whether the pending exception is queue.Empty (which is loaded once it was raised). */
+static int exc_is_empty(mpx_state *st)
+{
+    return st->Empty && PyErr_ExceptionMatches(st->Empty);
+}
+
 /* Messages up to this size are put while holding the GIL; larger ones are copied with the
  * GIL released so other threads run during the copy. */
 #define SMALL_MESSAGE (64 * 1024)
@@ -370,7 +384,7 @@ static int fetch(QueueObject *self, size_t max, int block, mpx_deadline_t deadli
             r = wait_released(self->q, MPX_QUEUE_LOCKABLE, 0, block ? deadline : MPX_FOREVER);
         } else if (r == -EAGAIN) {
             if (!block) {
-                PyErr_SetNone(st->Empty);
+                mpx_py_raise_queue_exc(st, 0);
                 return -1;
             }
             r = wait_released(self->q, MPX_QUEUE_NONEMPTY, 1, deadline);
@@ -383,7 +397,7 @@ static int fetch(QueueObject *self, size_t max, int block, mpx_deadline_t deadli
         if (r == -1)
             return -1;
         if (r == -ETIMEDOUT || r == -EAGAIN) {
-            PyErr_SetNone(st->Empty);
+            mpx_py_raise_queue_exc(st, 0);
             return -1;
         }
         if (r < 0 && r != -EINTR) {
@@ -404,7 +418,7 @@ static int send_msgs(QueueObject *self, mpx_msgv *msgs, size_t n, size_t total, 
         if (r == 0)
             return 0;
         if (r == -EAGAIN && !block) {
-            PyErr_SetNone(st->Full);
+            mpx_py_raise_queue_exc(st, 1);
             return -1;
         }
     }
@@ -422,7 +436,7 @@ static int send_msgs(QueueObject *self, mpx_msgv *msgs, size_t n, size_t total, 
     if (r == 0)
         return 0;
     if (r == -EAGAIN || r == -ETIMEDOUT)
-        PyErr_SetNone(st->Full);
+        mpx_py_raise_queue_exc(st, 1);
     else if (r == MPX_ECLOSED)
         raise_closed(self);
     else
@@ -642,7 +656,7 @@ static PyObject *Queue_get_many(QueueObject *self, PyObject *const *args, Py_ssi
         decoder d = {self->st, items, 0};
         int block = PyList_GET_SIZE(items) == 0;
         if (fetch(self, (size_t)(max - PyList_GET_SIZE(items)), block, dl, &d) < 0) {
-            if (!block && PyErr_ExceptionMatches(self->st->Empty))
+            if (!block && exc_is_empty(self->st))
                 PyErr_Clear();
             else
                 goto fail;

@@ -259,6 +259,9 @@ def test_exception_arrives_with_remote_traceback(spawn, capfd):
     assert "Traceback (most recent call last)" in text
     assert "raise ValueError(msg)  # <- the failing line" in text  # the child's line
     assert "in raise_value_error" in text  # the target's name
+    # It starts at the target's frame: none of SpawnProcess's own frames.
+    assert text.splitlines()[1].endswith(", in raise_value_error"), text
+    assert "context.py" not in text, text
     assert "ValueError: boom-1" in text
     assert is_remote_exception(e) and get_remote_traceback(e) == text
     # the same exception from every accessor
@@ -1287,8 +1290,8 @@ def test_outcome_of_a_dropped_process_is_not_kept(spawn, logs):
 
 
 class JoiningHandler(ListHandler):
-    """On its first record, joins another process from inside the parent's service thread
-    (where a log handler runs) and records what that process's result() gave."""
+    """On its first record, calls result() of another process from inside the parent's
+    service thread (where forwarded records are handled) and keeps what that gave."""
 
     def __init__(self, other):
         super().__init__()
@@ -1302,46 +1305,63 @@ class JoiningHandler(ListHandler):
 
 
 def test_join_from_a_log_handler(spawn, logs):
-    # A's first record makes the handler call B.result() on the service thread while B is
-    # still running; B's outcome then arrives behind A's records, so the service thread
-    # must receive it itself: B's real result comes back (not a made-up "exited before
-    # reporting a result"), and A's records are all handled afterwards.
+    # The service thread cannot wait for another child's stream (it is the one that must
+    # receive it): result() there raises a clear error at once instead of hanging or
+    # making up an outcome, and everything goes on normally.
     b = spawn(T.sleep_then_return, 1.0, 7)
     name_a, handler = logs(handler=JoiningHandler(b))
     a = spawn(T.log_and_return, name_a, 1, 3)
     kind, value = outcome(a)
     assert kind == "ok" and value[0] == 1
-    assert handler.joined == ("ok", 7)
-    assert len(handler.records) == 3
+    kind, err = handler.joined
+    assert kind == "raise" and type(err) is RuntimeError
+    assert "logging handler" in str(err)
+    assert handler.messages() == ["child1 0", "child1 1", "child1 2"]
+    assert b.result(60) == 7
 
 
-def test_subclass_overriding_run(spawn, logs):
-    # The stdlib pattern of overriding run() keeps every guarantee: the return value is
-    # the result, an exception arrives with its traceback, logs are forwarded.
-    name, h = logs()
-    p = T.RunOverride(5, name_=name)
-    p.start()
-    try:
-        assert p.result(60) == 15
-        assert p.exitcode == 0
-        assert h.messages() == ["from run 5"]
-    finally:
-        reap(p)
-    q = T.RunOverride(2, fail=True)
-    q.start()
-    try:
-        with pytest.raises(LookupError, match="run failed 2") as info:
-            q.join(60)
-        assert "in run" in str(info.value.__cause__)
-        assert q.exitcode == 1
-    finally:
-        reap(q)
+LAZY_LOGGING_SCRIPT = """
+    import sys
+    from mpservice.multiprocessing import SpawnProcess
+
+    def no_logging():
+        return "logging" in sys.modules
+
+    def late_logging():
+        assert "logging" not in sys.modules
+        import logging
+        logging.getLogger("late").warning("imported late")
+        return True
+
+    def warn_first():
+        import warnings
+        assert "logging" not in sys.modules
+        warnings.warn("a warning before any logging")
+        return "logging" in sys.modules
+
+    if __name__ == "__main__":
+        import logging  # here, not at the top: a spawned child re-imports this module
+
+        logging.basicConfig(format="%(processName)s|%(name)s|%(message)s", level=logging.INFO)
+        for target in (no_logging, late_logging, warn_first):
+            p = SpawnProcess(target=target)
+            p.start()
+            print(target.__name__, p.result(60), flush=True)
+"""
 
 
-def test_subclass_run_calling_super(spawn):
-    p = T.RunOverrideCallingSuper(target=T.return_value, args=(4,))
-    p.start()
-    try:
-        assert p.result(60) == ("super gave", 4)
-    finally:
-        reap(p)
+def test_child_imports_logging_only_when_used(tmp_path):
+    # A child that never logs never imports logging (it costs every child ~10 ms); one
+    # that imports it during the target forwards all the same, and a warning before any
+    # logging still arrives as a py.warnings record.
+    r = run_script(LAZY_LOGGING_SCRIPT, path=tmp_path / "lazy_logging.py")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "no_logging False",
+        "late_logging True",
+        "warn_first True",
+    ]
+    err = r.stderr.splitlines()
+    assert "SpawnProcess-2|late|imported late" in err
+    warned = [line for line in err if line.startswith("SpawnProcess-3|py.warnings|")]
+    assert len(warned) == 1 and "a warning before any logging" in warned[0]

@@ -13,29 +13,22 @@ the standard ``spawn_main`` reads from carries only two small stub pickles that 
 from there, so a large launch never blocks ``start()`` on a full pipe. The parent's
 sentinel is the child's pidfd.
 
-Child side: :class:`ChildReport` forwards log records into the inbox while the target runs
-and sends the outcome last.
+The child's side, :class:`~mpservice.multiprocessing._report.ChildReport`, is in its own
+module, so that a child imports none of this.
 """
 
 from __future__ import annotations
 
-import faulthandler
 import itertools
 import operator
 import os
 import pickle
 import sys
 import threading
-import time
 from multiprocessing import popen_spawn_posix, reduction, spawn, util
 from multiprocessing.context import get_spawning_popen, set_spawning_popen
 
 from .. import _mpx
-
-# Outcome codes: what the payload of a child's outcome message is.
-RESULT = 0  # the pickled return value
-ERROR = 1  # a pickled RemoteException of what the target raised
-FAILED = 2  # UTF-8 text: why neither could be sent
 
 # ---------------------------------------------------------------------------------------
 # The parent's service
@@ -71,9 +64,6 @@ class _Service:
             self._handle(batch)
 
     def _handle(self, batch) -> None:
-        import logging
-
-        get_logger = logging.getLogger
         for item in batch:
             if type(item) is tuple:
                 token, code, data = item
@@ -83,26 +73,26 @@ class _Service:
                 self.inbox.complete(token)
                 continue
             try:
-                logger = get_logger(item.name)
+                # A record means logging is imported (the binding built a LogRecord).
+                logger = sys.modules["logging"].getLogger(item.name)
                 if logger.isEnabledFor(item.levelno):
                     logger.handle(item)
             except Exception:
                 _report_error("handling a child's log record")
 
+    def check_caller(self) -> None:
+        """Raises if called on the service thread, which cannot wait for a child."""
+        if threading.current_thread() is self.thread:
+            # A log handler (they run on this thread) waiting for a process: its stream
+            # can only be received by this thread, which is busy in that handler.
+            raise RuntimeError(
+                "cannot wait for a process's outcome from a logging handler: handlers of "
+                "forwarded records run on the thread that receives every child's messages"
+            )
+
     def finish(self, token: int, timeout: float | None) -> bool:
         """For an ended child: True once its stream was handled (False on timeout)."""
-        if threading.current_thread() is not self.thread:
-            return self.inbox.flush(token, timeout)
-        # Called from a log handler running on this very thread: nobody else receives,
-        # so receive here until the child's stream is complete.
-        deadline = None if timeout is None else time.monotonic() + timeout
-        self.inbox.flush(token, 0)  # puts the marker if needed
-        while not self.inbox.is_complete(token):
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return False
-            self._handle(self.inbox.recv(left))
-        return True
+        return self.inbox.flush(token, timeout)
 
     def take(self, token: int) -> tuple[int, bytes] | None:
         self.live.discard(token)
@@ -149,11 +139,13 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def logging_levels() -> tuple[dict[str, int], int]:
+def logging_levels() -> tuple[dict[str, int], int] | None:
     """The parent's explicit logger levels and logging.disable level, so that a child
-    filters as the parent would (records the parent would drop are not shipped)."""
-    import logging
-
+    filters as the parent would (records the parent would drop are not shipped); None
+    when the parent has not imported logging (its defaults apply)."""
+    logging = sys.modules.get("logging")
+    if logging is None:
+        return None
     manager = logging.root.manager
     levels = {"": logging.root.level}
     for name, logger in list(manager.loggerDict.items()):
@@ -295,6 +287,8 @@ class Launch:
         popen = get_spawning_popen()
         if popen is None:
             raise RuntimeError("a process's launch data is pickled only when it starts")
+        from ._report import ChildReport
+
         return ChildReport, (
             self.token,
             popen.duplicate_for_child(self.svc.inbox.fileno()),
@@ -317,83 +311,3 @@ class Launch:
 
     def __del__(self):
         self.close()
-
-
-def _forward_handler(inbox):
-    """A logging handler that sends every record it handles into the parent's inbox (in
-    libmpx)."""
-    import logging
-
-    formatter = logging.Formatter()
-
-    def full_message(record) -> str:
-        msg = record.getMessage()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = formatter.formatException(record.exc_info)
-        if record.exc_text:
-            msg = f"{msg}\n{record.exc_text}"
-        if record.stack_info:
-            msg = f"{msg}\n{formatter.formatStack(record.stack_info)}"
-        return msg
-
-    class ForwardHandler(logging.Handler):
-        def handle(self, record):
-            # No lock: the inbox send is thread-safe and never waits for the parent.
-            if self.filters and not self.filter(record):
-                return False
-            try:
-                if record.exc_info or record.exc_text or record.stack_info:
-                    send(record, full_message(record))
-                else:
-                    send(record)
-            except Exception:
-                self.handleError(record)
-            return True
-
-        def emit(self, record):
-            self.handle(record)
-
-    send = inbox.send_log
-    return ForwardHandler()
-
-
-class ChildReport:
-    """The child's side: forwards log records while the target runs, then sends the
-    outcome as the last message."""
-
-    def __init__(self, token, inbox_fd, fault_fd, levels) -> None:
-        self.token = token
-        self.inbox = _mpx.Inbox(inbox_fd)
-        os.close(inbox_fd)
-        self.fault_fd = fault_fd
-        self.levels = levels
-        self._handler = None
-
-    def start(self) -> None:
-        try:
-            faulthandler.enable(self.fault_fd, all_threads=True)
-        except (OSError, ValueError, RuntimeError):
-            pass
-        import logging
-
-        root = logging.getLogger()
-        if root.handlers:
-            return  # the child configured logging itself: forwarding is off
-        levels, disable = self.levels
-        for name, level in levels.items():
-            logging.getLogger(name or None).setLevel(level)
-        logging.disable(disable)
-        self._handler = _forward_handler(self.inbox)
-        root.addHandler(self._handler)
-        logging.captureWarnings(True)
-
-    def stop(self) -> None:
-        if self._handler is not None:
-            import logging
-
-            logging.captureWarnings(False)
-            logging.getLogger().removeHandler(self._handler)
-            self._handler = None
-
-    def send(self, code: int, data: bytes) -> None:
-        self.inbox.send_outcome(self.token, code, data)

@@ -38,12 +38,17 @@ def _rebuild_failed(message, pid, exitcode, sig):
 
 
 def _proc():
-    """The machinery module, imported on first use so that importing the package stays
-    cheap (a spawned child imports it)."""
+    """The parent's machinery, imported on first start: importing the package stays
+    cheap, and a spawned child never imports it."""
     from . import _process
 
     return _process
 
+
+# Outcome codes: what the payload of a child's outcome message is.
+_CODE_RESULT = 0  # the pickled return value
+_CODE_ERROR = 1  # a pickled RemoteException of what the target raised
+_CODE_FAILED = 2  # UTF-8 text: why neither could be sent
 
 # The settled outcome of a process, from the parent's point of view.
 _OK, _RAISED, _FAILED = 0, 1, 2
@@ -132,7 +137,7 @@ class SpawnProcess(_std.SpawnProcess):
 
     def _run_reporting(self, run) -> None:
         report = self.__dict__.get("_mpx_launch")
-        if not isinstance(report, _proc().ChildReport):
+        if not getattr(report, "is_child_report", False):
             # Not in a child started by SpawnProcess.start (run() called directly, or a
             # subclass's run() calling super().run() inside the reporting already).
             return run(self)
@@ -212,6 +217,7 @@ class SpawnProcess(_std.SpawnProcess):
             raise AssertionError("can only join a started process")
         if self._mpx_outcome is not None:
             return self._mpx_outcome
+        self._mpx_launch.svc.check_caller()
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0)
         super().join(timeout)
         if self.exitcode is None:
@@ -236,14 +242,14 @@ class SpawnProcess(_std.SpawnProcess):
         code = self.exitcode
         if outcome is not None:
             kind, data = outcome
-            if kind == _proc().RESULT:
+            if kind == _CODE_RESULT:
                 try:
                     return _OK, pickle.loads(data)
                 except BaseException as e:
                     return _FAILED, self._failure(
                         f"failed: its result could not be unpickled: {e!r}"
                     )
-            if kind == _proc().ERROR:
+            if kind == _CODE_ERROR:
                 try:
                     return _RAISED, pickle.loads(data)
                 except BaseException as e:
@@ -311,26 +317,28 @@ def _send_result(report, value) -> bool:
     try:
         data = _dumps(value)
     except BaseException as e:
-        report.send(_proc().FAILED, f"its result could not be pickled: {e!r}".encode())
+        report.send(_CODE_FAILED, f"its result could not be pickled: {e!r}".encode())
         return False
-    report.send(_proc().RESULT, data)
+    report.send(_CODE_RESULT, data)
     return True
 
 
 def _send_error(report, exc: BaseException) -> None:
     from .remote_exception import RemoteException
 
-    # The traceback starts at the target's frame: the frame of run() tells nothing.
+    # The traceback starts at the target's frame: the frames of run() tell nothing.
     tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
     try:
-        data = _dumps(RemoteException(exc, tb.tb_next if tb and tb.tb_next else tb))
+        data = _dumps(RemoteException(exc, tb))
     except BaseException as e:
         report.send(
-            _proc().FAILED,
+            _CODE_FAILED,
             f"its exception {type(exc).__qualname__} could not be pickled: {e!r}".encode(),
         )
         return
-    report.send(_proc().ERROR, data)
+    report.send(_CODE_ERROR, data)
 
 
 def _dumps(obj) -> bytes:
