@@ -148,6 +148,15 @@ MPX_API int mpx_inbox_is_complete(mpx_inbox *ib, uint64_t token);
  * next flush tries again). */
 MPX_API int mpx_inbox_flush(mpx_inbox *ib, uint64_t token, mpx_deadline_t deadline);
 
+/* Waits until the stream of `token` is complete or descriptor `fd` is readable (typically
+ * the child's pidfd: it ended), whichever comes first, without putting any marker: for a
+ * child that may still be running, e.g. to return its result as soon as it is handled.
+ * `fd` < 0 waits for completion alone. Returns 1 when complete, 0 when `fd` became
+ * readable first (then call mpx_inbox_flush: the child ended), -ETIMEDOUT, -EINTR,
+ * -ENOENT (not registered, or forgotten meanwhile), -ENOMEM/-EMFILE (no eventfd). The
+ * first wait on a token gives its entry an eventfd that completion signals. */
+MPX_API int mpx_inbox_wait(mpx_inbox *ib, uint64_t token, int fd, mpx_deadline_t deadline);
+
 /* Removes `token` from the completion table. 0 or -ENOENT. */
 MPX_API int mpx_inbox_forget(mpx_inbox *ib, uint64_t token);
 

@@ -200,6 +200,38 @@ done:
     return result;
 }
 
+/* forward(fallback, record) -> True: the hot path of the child's logging handler. Sends a
+ * plain record straight away; a record with exception or stack text (its message needs
+ * formatting in Python), or a send that fails (the fallback reports it through the
+ * handler's handleError), goes to fallback(record) instead. Never raises for a send. */
+static PyObject *Inbox_forward(InboxObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "forward() takes 2 arguments");
+    PyObject *fallback = args[0], *record = args[1];
+    if (keys_ready() < 0)
+        return NULL;
+    static const int extra[] = {K_EXC_INFO, K_EXC_TEXT, K_STACK_INFO};
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
+        PyObject *v = PyObject_GetAttr(record, keys[extra[i]]);
+        if (!v) {
+            PyErr_Clear();
+            continue;
+        }
+        int truth = v != Py_None && PyObject_IsTrue(v);
+        Py_DECREF(v);
+        if (truth)
+            return PyObject_CallOneArg(fallback, record);
+    }
+    PyObject *r = Inbox_send_log(self, &record, 1);
+    if (!r) {
+        PyErr_Clear();
+        return PyObject_CallOneArg(fallback, record);
+    }
+    Py_DECREF(r);
+    Py_RETURN_TRUE;
+}
+
 /* send_outcome(token, code, data) */
 static PyObject *Inbox_send_outcome(InboxObject *self, PyObject *args)
 {
@@ -480,12 +512,53 @@ static PyObject *Inbox_flush(InboxObject *self, PyObject *const *args, Py_ssize_
     Py_RETURN_TRUE;
 }
 
+struct wait_call {
+    mpx_inbox *ib;
+    uint64_t token;
+    int fd;
+};
+
+static int wait_fn(void *ctx, mpx_deadline_t deadline)
+{
+    struct wait_call *c = ctx;
+    return mpx_inbox_wait(c->ib, c->token, c->fd, deadline);
+}
+
+/* wait(token, fd=-1, timeout=None) -> True (complete), False (fd ready first), None
+ * (timeout). */
+static PyObject *Inbox_wait(InboxObject *self, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames)
+{
+    static const char *const names[] = {"token", "fd", "timeout"};
+    PyObject *a[3] = {NULL, NULL, NULL};
+    mpx_deadline_t deadline = MPX_FOREVER;
+    if (mpx_py_parse("wait", args, nargs, kwnames, names, 1, 3, a) < 0 ||
+        (a[2] && mpx_py_deadline(a[2], &deadline) < 0))
+        return NULL;
+    struct wait_call c = {self->ib, PyLong_AsUnsignedLongLong(a[0]), -1};
+    if (c.token == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (a[1] && (c.fd = as_int(a[1])) == -1 && PyErr_Occurred())
+        return NULL;
+    int r = mpx_py_wait_sliced(wait_fn, &c, deadline);
+    if (r == MPX_PY_RAISED)
+        return NULL;
+    if (r == -ETIMEDOUT)
+        Py_RETURN_NONE;
+    if (r < 0)
+        return mpx_py_error(self->st, r);
+    return PyBool_FromLong(r);
+}
+
 static PyMethodDef Inbox_methods[] = {
     {"fileno", (PyCFunction)Inbox_fileno, METH_NOARGS,
      "fileno()\n--\n\nThe inbox's segment descriptor (owned by the inbox)."},
     {"send_log", (PyCFunction)(void (*)(void))Inbox_send_log, METH_FASTCALL,
      "send_log(record, message=None)\n--\n\nSend a logging.LogRecord; `message` replaces "
      "record.getMessage()."},
+    {"forward", (PyCFunction)(void (*)(void))Inbox_forward, METH_FASTCALL,
+     "forward(fallback, record)\n--\n\nSend a plain record; hand one with exception or "
+     "stack text, or one whose send failed, to fallback(record). Returns True."},
     {"send_outcome", (PyCFunction)Inbox_send_outcome, METH_VARARGS,
      "send_outcome(token, code, data)\n--\n\nSend a child's outcome: its last message."},
     {"recv", (PyCFunction)(void (*)(void))Inbox_recv, METH_FASTCALL | METH_KEYWORDS,
@@ -501,6 +574,9 @@ static PyMethodDef Inbox_methods[] = {
     {"flush", (PyCFunction)(void (*)(void))Inbox_flush, METH_FASTCALL | METH_KEYWORDS,
      "flush(token, timeout=None)\n--\n\nFor a child that has ended: wait until its stream "
      "is complete (putting a marker behind its messages if needed). False on timeout."},
+    {"wait", (PyCFunction)(void (*)(void))Inbox_wait, METH_FASTCALL | METH_KEYWORDS,
+     "wait(token, fd=-1, timeout=None)\n--\n\nWait until the child's stream is complete "
+     "(True) or fd is readable first (False); None on timeout. Puts no marker."},
     {"forget", (PyCFunction)Inbox_forget, METH_O,
      "forget(token)\n--\n\nRemove the child from the completion table."},
     {NULL, NULL, 0, NULL},

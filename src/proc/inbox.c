@@ -6,9 +6,13 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/uio.h>
+#include <unistd.h>
 #include <time.h>
 
+#include "linux/linux.h"
 #include "log/log_internal.h"
 #include "mpx/error.h"
 #include "mpx/inbox.h"
@@ -23,6 +27,7 @@ struct entry {
     uint64_t token;
     bool complete;
     bool marker_put; /* a flush has put (or is putting) the GONE marker */
+    int efd;         /* owned eventfd signalled on completion, made by mpx_inbox_wait; or -1 */
 };
 
 struct mpx_inbox {
@@ -97,6 +102,9 @@ void mpx_inbox_destroy(mpx_inbox *ib)
     if (!ib)
         return;
     mpx_queue_destroy(ib->q);
+    for (size_t i = 0; i < ib->n; i++)
+        if (ib->entries[i].efd >= 0)
+            close(ib->entries[i].efd);
     pthread_cond_destroy(&ib->cv);
     pthread_mutex_destroy(&ib->mu);
     free(ib->entries);
@@ -299,7 +307,7 @@ int mpx_inbox_expect(mpx_inbox *ib, uint64_t token)
         ib->entries = e;
         ib->cap = cap;
     }
-    ib->entries[ib->n++] = (struct entry){.token = token};
+    ib->entries[ib->n++] = (struct entry){.token = token, .efd = -1};
 out:
     pthread_mutex_unlock(&ib->mu);
     return err;
@@ -314,6 +322,8 @@ int mpx_inbox_complete(mpx_inbox *ib, uint64_t token)
     if (e && !e->complete) {
         e->complete = true;
         pthread_cond_broadcast(&ib->cv);
+        if (e->efd >= 0)
+            mpx__eventfd_signal(e->efd, 1);
     }
     pthread_mutex_unlock(&ib->mu);
     return 0;
@@ -337,6 +347,12 @@ int mpx_inbox_forget(mpx_inbox *ib, uint64_t token)
     pthread_mutex_lock(&ib->mu);
     struct entry *e = find(ib, token);
     if (e) {
+        if (e->efd >= 0) {
+            /* Wake the mpx_inbox_wait callers (they poll duplicates): on their recheck
+             * they find no entry and return -ENOENT. */
+            mpx__eventfd_signal(e->efd, 1);
+            close(e->efd);
+        }
         *e = ib->entries[--ib->n];
         pthread_cond_broadcast(&ib->cv); /* a flush waiting for it returns -ENOENT */
     }
@@ -403,4 +419,41 @@ int mpx_inbox_flush(mpx_inbox *ib, uint64_t token, mpx_deadline_t deadline)
     }
     pthread_mutex_unlock(&ib->mu);
     return err;
+}
+
+int mpx_inbox_wait(mpx_inbox *ib, uint64_t token, int fd, mpx_deadline_t deadline)
+{
+    if (!ib)
+        return -EINVAL;
+    for (;;) {
+        pthread_mutex_lock(&ib->mu);
+        struct entry *e = find(ib, token);
+        int efd = -1, r = 0;
+        if (!e)
+            r = -ENOENT;
+        else if (e->complete)
+            r = 1;
+        else if (e->efd < 0 && (e->efd = mpx__eventfd(0, true)) < 0) {
+            r = e->efd;
+            e->efd = -1;
+        } else {
+            /* Dup it: forget() may close the entry's descriptor while this waits. */
+            efd = fcntl(e->efd, F_DUPFD_CLOEXEC, 0);
+            if (efd < 0)
+                r = -errno;
+        }
+        pthread_mutex_unlock(&ib->mu);
+        if (r != 0 || efd < 0)
+            return r;
+        struct pollfd p[2] = {{.fd = efd, .events = POLLIN}, {.fd = fd, .events = POLLIN}};
+        r = mpx__poll_until(p, fd >= 0 ? 2 : 1, deadline);
+        close(efd);
+        if (r < 0)
+            return r;
+        if (fd >= 0 && p[1].revents) {
+            /* The other descriptor is ready; still report completion if it came too. */
+            return mpx_inbox_is_complete(ib, token);
+        }
+        /* The eventfd fired (it is never drained: completion is final); recheck. */
+    }
 }

@@ -1703,6 +1703,73 @@ TEST(inbox_attach_bounded)
     mpx_queue_destroy(q);
 }
 
+struct waiter {
+    mpx_inbox *ib;
+    uint64_t token;
+    int fd;
+    int result;
+};
+
+static void *waiter_thread(void *arg)
+{
+    struct waiter *w = arg;
+    w->result = mpx_inbox_wait(w->ib, w->token, w->fd, mpx_deadline_in(10 * SEC));
+    return NULL;
+}
+
+/* mpx_inbox_wait: completion (before or during the wait) gives 1, the other descriptor
+ * first gives 0, forget gives -ENOENT, and nothing gives -ETIMEDOUT; it never puts a
+ * marker. */
+TEST(inbox_wait)
+{
+    mpx_inbox *ib = NULL;
+    ASSERT_OK(mpx_inbox_create(&ib));
+    mpx_queue *q = raw_queue(ib);
+    ASSERT_ERR(mpx_inbox_wait(NULL, 1, -1, MPX_NOWAIT), -EINVAL);
+    ASSERT_ERR(mpx_inbox_wait(ib, 1, -1, MPX_NOWAIT), -ENOENT);
+    ASSERT_OK(mpx_inbox_expect(ib, 1));
+    ASSERT_ERR(mpx_inbox_wait(ib, 1, -1, in_ms(50)), -ETIMEDOUT);
+    ASSERT_ERR(mpx_inbox_wait(ib, 1, -1, -1), -ETIMEDOUT);
+
+    /* Completed while a thread waits. */
+    struct waiter w = {ib, 1, -1, 99};
+    pthread_t t = th_thread_start(waiter_thread, &w);
+    th_sleep_ms(50);
+    ASSERT_OK(mpx_inbox_complete(ib, 1));
+    th_thread_join(t);
+    ASSERT_EQ_INT(w.result, 1);
+    ASSERT_EQ_INT(mpx_inbox_wait(ib, 1, -1, MPX_NOWAIT), 1); /* already complete */
+
+    /* The other descriptor first: 0, and the token is still incomplete. */
+    ASSERT_OK(mpx_inbox_expect(ib, 2));
+    int p[2];
+    ASSERT(pipe(p) == 0);
+    struct waiter w2 = {ib, 2, p[0], 99};
+    t = th_thread_start(waiter_thread, &w2);
+    th_sleep_ms(50);
+    ASSERT(write(p[1], "x", 1) == 1);
+    th_thread_join(t);
+    ASSERT_EQ_INT(w2.result, 0);
+    ASSERT_EQ_INT(mpx_inbox_is_complete(ib, 2), 0);
+
+    /* Forgotten while waiting: woken at once with -ENOENT. */
+    ASSERT_OK(mpx_inbox_expect(ib, 3));
+    struct waiter w3 = {ib, 3, -1, 99};
+    t = th_thread_start(waiter_thread, &w3);
+    th_sleep_ms(50);
+    int64_t t0 = mpx_now();
+    ASSERT_OK(mpx_inbox_forget(ib, 3));
+    th_thread_join(t);
+    ASSERT_EQ_INT(w3.result, -ENOENT);
+    ASSERT_LT_INT(mpx_now() - t0, 2 * SEC);
+
+    ASSERT_EQ_UINT(queued(q), 0); /* no marker was ever put */
+    close(p[0]);
+    close(p[1]);
+    mpx_queue_destroy(q);
+    mpx_inbox_destroy(ib);
+}
+
 /* A closed queue: sends and the flush's put fail with MPX_ECLOSED, and a failed put does
  * not count as a marker (the next flush tries again instead of waiting for nothing). */
 TEST(inbox_closed_queue)
@@ -1760,6 +1827,7 @@ TEST_ENTRY(inbox_closed_queue)
 TEST_ENTRY(inbox_forget_wakes_flush)
 TEST_ENTRY(inbox_flush_past_deadline)
 TEST_ENTRY(inbox_attach_bounded)
+TEST_ENTRY(inbox_wait)
 TEST_LIST_END
 HELPER_LIST_START
 HELPER_LIST_END

@@ -360,3 +360,17 @@ class RunOverride(SpawnProcess):
 class RunOverrideCallingSuper(SpawnProcess):
     def run(self):
         return ("super gave", super().run())
+
+
+def return_then_slow_exit(value, seconds, code=None):
+    """Return `value`; then the interpreter's shutdown takes `seconds` (an atexit
+    handler), and ends with os._exit(code) if a code is given."""
+    import atexit
+
+    def slow():
+        time.sleep(seconds)
+        if code is not None:
+            os._exit(code)
+
+    atexit.register(slow)
+    return value

@@ -501,6 +501,8 @@ def test_handle_exception_that_raises_does_not_change_the_outcome(spawn):
     p = spawn(T.raise_value_error, "original", cls=T.RaisingHandlerProcess)
     e = p.exception(60)
     assert type(e) is ValueError and e.args == ("original",)
+    with pytest.raises(ValueError):
+        p.join(60)
     assert p.exitcode == 1
 
 
@@ -1030,6 +1032,7 @@ def test_twenty_children_at_once(spawn, logs):
         mine = [r for r in h.records if r.process == p.pid]
         assert [r.getMessage() for r in mine] == [f"child{i} {k}" for k in range(n)]
         assert {r.processName for r in mine} == {p.name}
+        p.join(60)  # result() may return before the process has fully exited
         assert p.exitcode == 0
     assert len(h.records) == 20 * n
     assert len(supervisor_threads()) == 1
@@ -1206,6 +1209,10 @@ def _run_leak_round(close: bool) -> list[int]:
         ps[-1].terminate()
         for p in ps:
             outcome(p, 60)
+            try:
+                p.join(60)  # result() may return before the process has fully exited
+            except BaseException:  # noqa: BLE001 - the failures were seen by outcome()
+                pass
             assert p.exitcode is not None
         assert [p.result() for p in ps[:14]] == list(range(14))
         assert ps[-1].exitcode == -signal.SIGTERM
@@ -1365,3 +1372,25 @@ def test_child_imports_logging_only_when_used(tmp_path):
     assert "SpawnProcess-2|late|imported late" in err
     warned = [line for line in err if line.startswith("SpawnProcess-3|py.warnings|")]
     assert len(warned) == 1 and "a warning before any logging" in warned[0]
+
+
+def test_result_returns_before_the_exit(spawn):
+    # The outcome is sent before the child's interpreter shuts down: result() returns as
+    # soon as it was handled, while join() waits for the end.
+    p = spawn(T.return_then_slow_exit, "early", 3.0)
+    t0 = time.monotonic()
+    assert p.result(60) == "early"
+    assert time.monotonic() - t0 < 2.5
+    assert not p.done() and p.exitcode is None
+    assert p.exception(0) is None  # settled: no waiting either
+    p.join(60)
+    assert p.done() and p.exitcode == 0
+
+
+def test_outcome_stands_when_the_exit_goes_wrong(spawn):
+    # A child that reported its result and then dies in its shutdown (here os._exit(3)
+    # from an atexit handler): the result stands, and the exit status is what it was.
+    p = spawn(T.return_then_slow_exit, 11, 0.2, 3)
+    assert p.result(60) == 11
+    p.join(60)  # does not raise: the child reported a result
+    assert p.exitcode == 3

@@ -154,6 +154,8 @@ class _NotifyingLoader:
 def _forward_handler(logging, inbox):
     """A logging handler that sends every record it handles into the parent's inbox (in
     libmpx)."""
+    import functools
+
     formatter = logging.Formatter()
     send = inbox.send_log
 
@@ -184,4 +186,9 @@ def _forward_handler(logging, inbox):
         def emit(self, record):
             self.handle(record)
 
-    return ForwardHandler()
+    handler = ForwardHandler()
+    # The hot path in C: logging calls handler.handle(record) for every record, and this
+    # instance attribute answers it without a Python frame, falling back to the method
+    # above for records that need formatting and for failed sends.
+    handler.handle = functools.partial(inbox.forward, handler.handle)
+    return handler

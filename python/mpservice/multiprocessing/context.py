@@ -2,6 +2,7 @@
 
 import multiprocessing
 import multiprocessing.context as _std
+import multiprocessing.process as _mp_process
 import pickle
 import signal
 import time
@@ -191,8 +192,10 @@ class SpawnProcess(_std.SpawnProcess):
     def result(self, timeout: float | None = None) -> object:
         """The target's return value; raises its exception, :class:`ProcessFailedError`,
         or ``mpservice.TimeoutError`` if not done within `timeout` seconds (as
-        ``concurrent.futures.Future.result``)."""
-        outcome = self._settle(timeout)
+        ``concurrent.futures.Future.result``). Returns as soon as the child's result has
+        been handled, which may be before its interpreter has finished shutting down
+        (``join()`` waits for that)."""
+        outcome = self._settle(timeout, wait_exit=False)
         if outcome is None:
             raise TimeoutError
         if outcome[0] != _OK:
@@ -201,39 +204,63 @@ class SpawnProcess(_std.SpawnProcess):
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """The exception the target raised, or None; raises :class:`ProcessFailedError`,
-        or ``mpservice.TimeoutError`` if not done within `timeout` seconds."""
-        if self._settle(timeout) is None:
+        or ``mpservice.TimeoutError`` if not done within `timeout` seconds. Like
+        :meth:`result`, returns once the child's outcome has been handled."""
+        if self._settle(timeout, wait_exit=False) is None:
             raise TimeoutError
         kind, value = self._mpx_outcome
         if kind == _FAILED:
             raise value.with_traceback(None)
         return value if kind == _RAISED else None
 
-    def _settle(self, timeout: float | None):
-        """Waits (within `timeout`) for the process to end and its stream to be handled,
-        then settles the outcome once. None on timeout."""
+    def _settle(self, timeout: float | None, wait_exit: bool = True):
+        """Settles the outcome once and returns it, or None on timeout. With `wait_exit`
+        (join) it also waits for the process to end; without (result, exception) it
+        returns as soon as the child's result or exception has been handled, which the
+        child sends before its interpreter shuts down."""
         self._check_closed()
         if self._popen is None:
             raise AssertionError("can only join a started process")
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0)
+        if self._mpx_outcome is None:
+            self._mpx_launch.svc.check_caller()
+        if not wait_exit:
+            # result()/exception() may return before the process has ended, leaving it to
+            # be reaped later: reap the ones that ended since, as start() does.
+            _mp_process._cleanup()
+        if wait_exit:
+            super().join(timeout)
+            if self.exitcode is None:
+                return None
         if self._mpx_outcome is not None:
             return self._mpx_outcome
-        self._mpx_launch.svc.check_caller()
-        deadline = None if timeout is None else time.monotonic() + max(timeout, 0)
-        super().join(timeout)
-        if self.exitcode is None:
-            return None
         launch = self._mpx_launch
-        left = None if deadline is None else max(deadline - time.monotonic(), 0)
+        svc, token = launch.svc, launch.token
         # One thread settles; others calling join()/result() meanwhile wait for it.
-        if not launch.lock.acquire(timeout=-1 if left is None else left):
+        if not launch.lock.acquire(timeout=-1 if deadline is None else _left(deadline)):
             return None
         try:
-            if self._mpx_outcome is None:
-                left = None if deadline is None else max(deadline - time.monotonic(), 0)
-                if not launch.svc.finish(launch.token, left):
+            if self._mpx_outcome is not None:
+                return self._mpx_outcome
+            if self.exitcode is None:
+                # Running, or ended and not yet reaped: whichever comes first, the
+                # outcome handled or the end (the pidfd).
+                done = svc.inbox.wait(token, self._popen.sentinel, _left(deadline))
+                if done is None:
                     return None
-                self._mpx_outcome = self._decide(launch.svc.take(launch.token), launch)
-                launch.close()
+                early = svc.outcomes.get(token) if done else None
+                if early is not None and early[0] in (_CODE_RESULT, _CODE_ERROR):
+                    self._mpx_outcome = self._decide(svc.take(token), launch)
+                    launch.close()
+                    return self._mpx_outcome
+                # No outcome (or one that needs the exit status): wait for the end.
+                super().join(_left(deadline))
+                if self.exitcode is None:
+                    return None
+            if not svc.finish(token, _left(deadline)):
+                return None
+            self._mpx_outcome = self._decide(svc.take(token), launch)
+            launch.close()
         finally:
             launch.lock.release()
         return self._mpx_outcome
@@ -300,6 +327,10 @@ class SpawnProcess(_std.SpawnProcess):
                 launch.svc.drop(launch.token)
             except Exception:
                 pass
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(deadline - time.monotonic(), 0)
 
 
 def _describe_end(code: int) -> str:
