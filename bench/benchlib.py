@@ -426,7 +426,7 @@ def fmt(v, unit: str) -> str:
     """A figure in `unit` as the table prints it ("-" for none)."""
     if v is None:
         return "-"
-    if unit == "msg/s":
+    if unit in ("msg/s", "records/s"):
         return f"{v / 1e6:.3f}M" if v >= 1e6 else f"{v / 1e3:.1f}K"
     if unit == "GB/s":
         return f"{v:.3f}"
