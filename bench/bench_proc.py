@@ -114,7 +114,7 @@ if PARENT:
         CTX, RunChecks, median, print_text_table, track_semaphores,
     )
 
-    _RowBase = benchlib.Row
+    _RowBase = benchlib.RatioRow
     _WatchdogBase = benchlib.Watchdog
 else:  # a child: the classes below are defined but never used
     _RowBase = _WatchdogBase = object
@@ -440,39 +440,7 @@ def import_breakdown() -> dict:
 
 
 class Row(_RowBase):
-    """One line of the table. `target` is the ratio ours/stdlib to reach: a minimum when
-    higher is better, else a maximum; None for an informational row."""
-
-    def __init__(self, key, title, unit, target, higher_is_better, note="", paired=False):
-        super().__init__(key, title, unit, target, note)
-        self.higher = higher_is_better
-        # paired: ours and the stdlib are timed side by side within each repetition, so the
-        # ratio is the median of the per-repetition ratios rather than a ratio of medians.
-        self.paired = paired
-        self.extra = {"ours": [], "stdlib": []}  # per-repetition details
-        self.floor_reps = []
-
-    def ratio(self):
-        if self.paired and self.reps["ours"] and len(self.reps["ours"]) == len(self.reps["stdlib"]):
-            return median([o / s for o, s in zip(self.reps["ours"], self.reps["stdlib"]) if s > 0])
-        return super().ratio()
-
-    def met(self):
-        r = self.ratio()
-        if r is None or self.target is None:
-            return None
-        return r >= self.target if self.higher else r <= self.target
-
-    def target_str(self):
-        if self.target is None:
-            return "(info)"
-        return f"{'≥' if self.higher else '≤'} {self.target:g}×"
-
-    def set_floor_reps(self, label, reps, unit):
-        """Sets the floor from its repetitions (their median), if there are any."""
-        self.floor_reps = list(reps)
-        if reps:
-            self.set_floor_value(label, median(reps), unit)
+    """One line of the table: a ratio target (benchlib.RatioRow)."""
 
     def to_dict(self):
         return {

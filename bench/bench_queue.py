@@ -350,31 +350,19 @@ def find_c_helpers(build_dir: Path, allow_build: bool):
 # ---------------------------------------------------------------------------------------------
 
 
-class Row(benchlib.Row):
-    """One line of the table. `target` is the ratio ours/stdlib to reach (a minimum when
-    higher is better, else a maximum), "works" for a row that only has to succeed, or
-    None for an informational row."""
-
-    def __init__(self, key, title, unit, target, higher_is_better=True, note=""):
-        super().__init__(key, title, unit, target, note)
-        self.higher = higher_is_better
+class Row(benchlib.RatioRow):
+    """One line of the table: a ratio target (benchlib.RatioRow), or "works" for a row
+    that only has to succeed."""
 
     def met(self):
         if self.target == "works":
             if "ours" in self.errors:
                 return False
             return True if self.reps["ours"] else None
-        r = self.ratio()
-        if r is None or self.target is None:
-            return None
-        return r >= self.target if self.higher else r <= self.target
+        return super().met()
 
     def target_str(self):
-        if self.target is None:
-            return "(info)"
-        if self.target == "works":
-            return "works"
-        return f"{'≥' if self.higher else '≤'} {self.target:g}×"
+        return "works" if self.target == "works" else super().target_str()
 
     def to_dict(self):
         return {

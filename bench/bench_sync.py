@@ -509,19 +509,8 @@ class Row(benchlib.Row):
     for an informational row."""
 
     def __init__(self, key, title, unit, target, note="", paired=False, show_ratio=True):
-        super().__init__(key, title, unit, target, note)
-        # paired: ours and the stdlib are timed side by side within each repetition, so the
-        # ratio is the median of the per-repetition ratios rather than a ratio of medians.
-        self.paired = paired
+        super().__init__(key, title, unit, target, note, paired)
         self.show_ratio = show_ratio
-        self.extra = {"ours": [], "stdlib": []}  # per-repetition details
-        self.floor_reps = []
-
-    def ratio(self):
-        if self.paired and self.reps["ours"] and len(self.reps["ours"]) == len(self.reps["stdlib"]):
-            rs = [o / s for o, s in zip(self.reps["ours"], self.reps["stdlib"]) if s > 0]
-            return median(rs)
-        return super().ratio()
 
     def absolute(self):
         return isinstance(self.target, tuple)
@@ -545,12 +534,6 @@ class Row(benchlib.Row):
     def ratio_str(self):
         # A ratio of two near-zero CPU figures means nothing: absolute rows show none.
         return "-" if self.absolute() or not self.show_ratio else super().ratio_str()
-
-    def set_floor_reps(self, label, reps, unit):
-        """Sets the floor from its repetitions (their median), if there are any."""
-        self.floor_reps = list(reps)
-        if reps:
-            self.set_floor_value(label, median(reps), unit)
 
     def to_dict(self):
         return {

@@ -446,14 +446,19 @@ class Row:
     much CPU other processes took during each, the failures, and the C floor beside it.
     A subclass says what its `target` means: met(), target_str() and to_dict()."""
 
-    def __init__(self, key, title, unit, target, note=""):
+    def __init__(self, key, title, unit, target, note="", paired=False):
         self.key, self.title, self.unit, self.target = key, title, unit, target
         self.note = note
+        # paired: ours and the stdlib are timed side by side within each repetition, so the
+        # ratio is the median of the per-repetition ratios rather than a ratio of medians.
+        self.paired = paired
         self.reps = {"ours": [], "stdlib": []}
         self.foreign = {"ours": [], "stdlib": []}  # CPU share of other processes, per rep
+        self.extra = {"ours": [], "stdlib": []}  # per-repetition details
         self.errors = {}
         self.floor = None  # (label, value, unit)
         self.floor_ratio = None
+        self.floor_reps = []
 
     def disturbed(self) -> bool:
         """Whether other processes took over BUSY_LIMIT of the CPUs in some repetition."""
@@ -463,7 +468,10 @@ class Row:
         return median(self.reps[impl])
 
     def ratio(self):
-        """Ours over the stdlib: the ratio of the medians, or None."""
+        """Ours over the stdlib: the ratio of the medians (of the per-repetition ratios
+        for a paired row), or None."""
+        if self.paired and self.reps["ours"] and len(self.reps["ours"]) == len(self.reps["stdlib"]):
+            return median([o / s for o, s in zip(self.reps["ours"], self.reps["stdlib"]) if s > 0])
         o, s = self.value("ours"), self.value("stdlib")
         if o is None or s is None or s == 0:
             return None
@@ -475,6 +483,12 @@ class Row:
         o = self.value("ours")
         if o is not None and value:
             self.floor_ratio = o / value
+
+    def set_floor_reps(self, label, reps, unit):
+        """Sets the floor from its repetitions (their median), if there are any."""
+        self.floor_reps = list(reps)
+        if reps:
+            self.set_floor_value(label, median(reps), unit)
 
     def met(self):
         """True or False once the target can be judged, else None."""
@@ -504,6 +518,26 @@ class Row:
                 fmt(self.value("stdlib"), self.unit), self.ratio_str(), self.target_str(),
                 status, floor]
 
+
+
+class RatioRow(Row):
+    """A row whose `target` is the ratio ours/stdlib to reach: a minimum when higher is
+    better, else a maximum; None for an informational row."""
+
+    def __init__(self, key, title, unit, target, higher_is_better=True, note="", paired=False):
+        super().__init__(key, title, unit, target, note, paired)
+        self.higher = higher_is_better
+
+    def met(self):
+        r = self.ratio()
+        if r is None or self.target is None:
+            return None
+        return r >= self.target if self.higher else r <= self.target
+
+    def target_str(self):
+        if self.target is None:
+            return "(info)"
+        return f"{'≥' if self.higher else '≤'} {self.target:g}×"
 
 def table_header(floor_column: str) -> list[str]:
     return ["row", "unit", "ours", "stdlib", "ratio", "target", "met", floor_column]

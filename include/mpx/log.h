@@ -101,8 +101,9 @@ MPX_API int mpx_logchan_create(mpx_logchan **out);
 
 /* Attaches to the channel whose queue segment is open as `fd` (borrowed: the handle keeps a
  * duplicate). Errors: -EINVAL, and those of mpx_queue_attach (MPX_EBADSEG, MPX_EVERSION for
- * a descriptor that is not a valid queue segment). Any queue segment is accepted; messages
- * that are not log messages are reported by mpx_logchan_recv as MPX_EBADFRAME. */
+ * a descriptor that is not a valid queue segment); MPX_EBADSEG too for a bounded queue,
+ * whose puts could wait for the receiver. Messages that are not log messages are reported
+ * by mpx_logchan_recv as MPX_EBADFRAME. */
 MPX_API int mpx_logchan_attach(mpx_logchan **out, int fd);
 
 /* The queue segment's descriptor (owned by the handle), e.g. to pass to a spawned child;

@@ -226,16 +226,33 @@ static int chan_new(mpx_logchan **out, mpx_queue *q)
     return 0;
 }
 
+int mpx__unbounded_queue_create(mpx_queue **q)
+{
+    mpx_queue_options opt = {.maxsize = 0}; /* unbounded: a put never waits for the reader */
+    return mpx_queue_create(q, &opt);
+}
+
+int mpx__unbounded_queue_attach(mpx_queue **q, int fd)
+{
+    int err = mpx_queue_attach(q, fd);
+    if (err < 0)
+        return err;
+    if (mpx_queue_maxsize(*q) != 0) {
+        /* Puts into a bounded queue could wait for the reader: not a channel of ours. */
+        mpx_queue_destroy(*q);
+        *q = NULL;
+        return MPX_EBADSEG;
+    }
+    return 0;
+}
+
 int mpx_logchan_create(mpx_logchan **out)
 {
     if (!out)
         return -EINVAL;
     mpx_queue *q = NULL;
-    mpx_queue_options opt = {.maxsize = 0}; /* unbounded: a put never waits for the reader */
-    int err = mpx_queue_create(&q, &opt);
-    if (err < 0)
-        return err;
-    return chan_new(out, q);
+    int err = mpx__unbounded_queue_create(&q);
+    return err < 0 ? err : chan_new(out, q);
 }
 
 int mpx_logchan_attach(mpx_logchan **out, int fd)
@@ -243,10 +260,8 @@ int mpx_logchan_attach(mpx_logchan **out, int fd)
     if (!out || fd < 0)
         return -EINVAL;
     mpx_queue *q = NULL;
-    int err = mpx_queue_attach(&q, fd);
-    if (err < 0)
-        return err;
-    return chan_new(out, q);
+    int err = mpx__unbounded_queue_attach(&q, fd);
+    return err < 0 ? err : chan_new(out, q);
 }
 
 int mpx_logchan_fd(const mpx_logchan *ch) { return ch ? mpx_queue_fd(ch->q) : -EINVAL; }

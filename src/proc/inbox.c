@@ -72,11 +72,8 @@ int mpx_inbox_create(mpx_inbox **out)
     if (!out)
         return -EINVAL;
     mpx_queue *q = NULL;
-    mpx_queue_options opt = {.maxsize = 0}; /* unbounded: a send never waits for the parent */
-    int err = mpx_queue_create(&q, &opt);
-    if (err < 0)
-        return err;
-    return inbox_new(out, q);
+    int err = mpx__unbounded_queue_create(&q); /* a send never waits for the parent */
+    return err < 0 ? err : inbox_new(out, q);
 }
 
 int mpx_inbox_attach(mpx_inbox **out, int fd)
@@ -84,15 +81,8 @@ int mpx_inbox_attach(mpx_inbox **out, int fd)
     if (!out || fd < 0)
         return -EINVAL;
     mpx_queue *q = NULL;
-    int err = mpx_queue_attach(&q, fd);
-    if (err < 0)
-        return err;
-    if (mpx_queue_maxsize(q) != 0) {
-        /* Not an inbox: sends to a bounded queue could wait for the receiver. */
-        mpx_queue_destroy(q);
-        return MPX_EBADSEG;
-    }
-    return inbox_new(out, q);
+    int err = mpx__unbounded_queue_attach(&q, fd); /* MPX_EBADSEG for a bounded queue */
+    return err < 0 ? err : inbox_new(out, q);
 }
 
 int mpx_inbox_fd(const mpx_inbox *ib) { return ib ? mpx_queue_fd(ib->q) : -EINVAL; }

@@ -10,55 +10,12 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "log_records.h"
 #include "mpx/error.h"
 #include "mpx/log.h"
 #include "mpx/queue.h"
 
 /* ---- helpers ---- */
-
-static mpx_log_record sample(int i)
-{
-    mpx_log_record r = {
-        .time_ns = 1706704496789000000 + i,
-        .level = MPX_LOG_INFO,
-        .line = i,
-        .logger = "worker.info",
-        .message = "worker info",
-        .func = "worker",
-        .file = "/src/app/work.py",
-        .process_name = "SpawnProcess-1",
-        .pid = 4242,
-        .thread_id = 140000000000 + i,
-        .thread_name = "MainThread",
-    };
-    return r;
-}
-
-static const char *nz(const char *s) { return s ? s : ""; }
-
-static void assert_same(const mpx_log_record *got, const mpx_log_record *want)
-{
-    ASSERT_EQ_INT(got->time_ns, want->time_ns);
-    ASSERT_EQ_INT(got->level, want->level);
-    ASSERT_EQ_INT(got->line, want->line);
-    ASSERT_EQ_INT(got->pid, want->pid);
-    ASSERT_EQ_INT(got->thread_id, want->thread_id);
-    ASSERT_EQ_STR(got->logger, nz(want->logger));
-    ASSERT_EQ_STR(got->message, nz(want->message));
-    ASSERT_EQ_STR(got->func, nz(want->func));
-    ASSERT_EQ_STR(got->file, nz(want->file));
-    ASSERT_EQ_STR(got->process_name, nz(want->process_name));
-    ASSERT_EQ_STR(got->thread_name, nz(want->thread_name));
-}
-
-static char *filled(size_t n, char c)
-{
-    char *s = malloc(n + 1);
-    ASSERT_NOT_NULL(s);
-    memset(s, c, n);
-    s[n] = '\0';
-    return s;
-}
 
 /* Decodes from an exact-size copy. */
 static int decode_exact(const void *buf, size_t len, mpx_log_record **out)
@@ -636,6 +593,12 @@ TEST(log_bad_arguments)
     int fds[2];
     ASSERT_SYS(pipe(fds));
     ASSERT_LT_INT(mpx_logchan_attach(&ch, fds[0]), 0);
+    /* A bounded queue is not a channel: its puts could wait for the receiver. */
+    mpx_queue *bounded = NULL;
+    mpx_queue_options opt = {.maxsize = 2};
+    ASSERT_OK(mpx_queue_create(&bounded, &opt));
+    ASSERT_ERR(mpx_logchan_attach(&ch, mpx_queue_fd(bounded)), MPX_EBADSEG);
+    mpx_queue_destroy(bounded);
     close(fds[0]);
     close(fds[1]);
     char lb[18];

@@ -618,3 +618,34 @@ class SignalStorm:
         self._thread.join(10)
         time.sleep(0.05)
         signal.signal(signal.SIGUSR1, self._old)
+
+
+def reap_process(p, grace: float = 2.0, timeout: float = 5.0) -> None:
+    """Give a started process `grace` seconds to end, then kill it; join it (bounded,
+    ignoring what it raised) and close() it to release its descriptors at once."""
+    if getattr(p, "_popen", None) is None:
+        return
+    try:
+        if p.is_alive() and grace > 0:
+            p.join(grace)
+        if p.is_alive():
+            p.kill()
+        p.join(timeout)
+    except BaseException:  # noqa: BLE001 - our join raises the child's exception, any kind
+        pass
+    try:
+        if not p.is_alive():
+            p.close()
+    except Exception:  # noqa: BLE001 - already closed
+        pass
+
+
+def fd_table() -> dict:
+    """{fd: what it refers to} of this process."""
+    out = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass
+    return out

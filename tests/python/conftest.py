@@ -253,18 +253,7 @@ class Procs:
 
     def reap_all(self):
         for p in self.started:
-            try:
-                if p.is_alive():
-                    p.join(2)
-                if p.is_alive():
-                    p.kill()
-                    p.join(5)
-            except Exception:
-                pass
-            try:
-                p.close()
-            except Exception:
-                pass
+            _helpers.reap_process(p, grace=2.0)
         self.started.clear()
 
 
@@ -394,14 +383,7 @@ def leftover_children():
     return {pid: v for pid, v in kids.items() if pid not in helpers}
 
 
-def _fd_table():
-    out = {}
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            out[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            pass
-    return out
+_fd_table = _helpers.fd_table
 
 
 def _shm():

@@ -71,21 +71,8 @@ SUPERVISOR = "mpservice-supervisor"
 
 
 def reap(p: SpawnProcess, timeout: float = 10.0) -> None:
-    """Kill if alive, join (bounded, ignoring the child's outcome), then close() to release
-    the process's descriptors at once."""
-    try:
-        if p.pid is None:
-            return
-        if p.is_alive():
-            p.kill()
-        p.join(timeout)
-    except BaseException:  # noqa: BLE001 - join raises the child's exception, any kind
-        pass
-    try:
-        if not p.is_alive():
-            p.close()
-    except Exception:  # noqa: BLE001 - already closed
-        pass
+    """Kill if alive, join (bounded, ignoring the child's outcome), close()."""
+    _helpers.reap_process(p, grace=0, timeout=timeout)
 
 
 @pytest.fixture
@@ -966,58 +953,6 @@ def test_grandchild_records_and_exception_reach_the_top(spawn, logs):
     assert [(r.processName, r.getMessage()) for r in h.records] == [
         (gc_name, f"pre-raise {i}") for i in range(5)
     ]
-
-
-def test_log_py_example_from_the_reference(tmp_path):
-    """The reference documentation's log.py session (with SpawnProcess): the worker's records
-    are formatted by the parent, between the parent's own lines."""
-    script = tmp_path / "log_example.py"
-    proc = run_script(
-        """
-        import logging
-        from mpservice.multiprocessing import SpawnProcess
-
-        def worker():
-            logging.getLogger('worker.error').error('worker error')
-            logging.getLogger('worker.warn').warning('worker warning')
-            logging.getLogger('worker.info').info('worker info')
-            logging.getLogger('worker.debug').debug('worker debug')
-
-        def main():
-            logging.getLogger('main.error').error('main error')
-            logging.getLogger('main.info').info('main info')
-            p = SpawnProcess(target=worker)
-            p.start()
-            p.join()
-            logging.getLogger('main.warn').warning('main warning')
-            logging.getLogger('main.debug').debug('main debug')
-
-        if __name__ == '__main__':
-            logging.basicConfig(
-                format='[%(asctime)s.%(msecs)02d; %(levelname)s; %(name)s; %(funcName)s, %(lineno)d] [%(processName)s]  %(message)s',
-                level=logging.DEBUG,
-            )
-            main()
-        """,
-        path=script,
-    )
-    assert proc.returncode == 0, proc.stderr
-    lines = [re.sub(r"^\[[^;]*; ", "[", ln) for ln in proc.stderr.splitlines()]
-    assert lines == [
-        "[ERROR; main.error; main, 12] [MainProcess]  main error",
-        "[INFO; main.info; main, 13] [MainProcess]  main info",
-        "[ERROR; worker.error; worker, 6] [SpawnProcess-1]  worker error",
-        "[WARNING; worker.warn; worker, 7] [SpawnProcess-1]  worker warning",
-        "[INFO; worker.info; worker, 8] [SpawnProcess-1]  worker info",
-        "[DEBUG; worker.debug; worker, 9] [SpawnProcess-1]  worker debug",
-        "[WARNING; main.warn; main, 17] [MainProcess]  main warning",
-        "[DEBUG; main.debug; main, 18] [MainProcess]  main debug",
-    ], proc.stderr
-
-
-# ---------------------------------------------------------------------------
-# 4. many children, one service thread, large launches
-# ---------------------------------------------------------------------------
 
 
 def test_twenty_children_at_once(spawn, logs):

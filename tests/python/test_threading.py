@@ -23,6 +23,8 @@ import time
 
 import pytest
 
+import _helpers
+
 import _thread_targets as tt
 from conftest import CHILD_ENV_PYTHONPATH, load_ours, wait_until
 
@@ -167,20 +169,7 @@ class Kit:
             if t.is_alive():
                 stuck.append(t)
         for p in self.procs:
-            if p._popen is None:
-                continue
-            try:
-                if p.is_alive() and p not in self.forever:
-                    p.join(5)
-                if p.is_alive():
-                    p.kill()
-                    p.join(5)
-            except Exception:
-                pass
-            try:
-                p.close()
-            except Exception:
-                pass
+            _helpers.reap_process(p, grace=0 if p in self.forever else 5.0)
         assert not stuck, f"threads still alive after the test: {stuck}"
 
 
