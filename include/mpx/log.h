@@ -48,7 +48,9 @@ extern "C" {
 
 /* "MPXL" as the first four bytes of a message, read as a little-endian uint32. */
 #define MPX_LOG_MAGIC 0x4c58504du
-#define MPX_LOG_VERSION 1
+/* The version written for a record with `extra` bytes; one without is written as version 1
+ * (which has no extra part), so that it stays readable by version-1 decoders. */
+#define MPX_LOG_VERSION 2
 /* Longest message text, in bytes (after UTF-8 repair). */
 #define MPX_LOG_MAX_MESSAGE ((size_t)16 << 20)
 /* Longest of every other text field (logger, func, file, process and thread names). */
@@ -57,8 +59,12 @@ extern "C" {
  * MPX_LOG_HEAD_SIZE bytes. */
 #define MPX_LOG_HEAD_SIZE 16u
 #define MPX_LOG_RECORD_HEAD_SIZE 72u
-/* Largest message: the fixed part, one message and five other fields at their limits. */
-#define MPX_LOG_MAX_SIZE (MPX_LOG_RECORD_HEAD_SIZE + MPX_LOG_MAX_MESSAGE + 5 * MPX_LOG_MAX_FIELD)
+/* Longest `extra` part, in bytes. */
+#define MPX_LOG_MAX_EXTRA ((size_t)16 << 20)
+/* Largest message: the fixed part, one message, five other fields and the extra part at
+ * their limits. */
+#define MPX_LOG_MAX_SIZE                                                                     \
+    (MPX_LOG_RECORD_HEAD_SIZE + MPX_LOG_MAX_MESSAGE + 5 * MPX_LOG_MAX_FIELD + MPX_LOG_MAX_EXTRA)
 
 /* Python's level numbers; any int is a valid level. */
 enum {
@@ -88,6 +94,9 @@ typedef struct mpx_log_record {
     int64_t pid;              /* process */
     int64_t thread_id;        /* thread */
     const char *thread_name;  /* threadName */
+    const void *extra;        /* opaque bytes carried along (the Python face: the record's
+                                 extra attributes, pickled); NULL when extra_len is 0 */
+    size_t extra_len;
 } mpx_log_record;
 
 typedef struct mpx_logchan mpx_logchan; /* process-local handle to a log channel */
@@ -150,15 +159,17 @@ MPX_API int mpx_logchan_recv(mpx_logchan *ch, mpx_deadline_t deadline, mpx_log_r
 MPX_API void mpx_log_record_free(mpx_log_record *rec);
 
 /* Encodes `rec` as one record message into a malloc'd buffer: 0 with the buffer in *buf
- * (free it with free()) and its length in *len, -EINVAL (an argument NULL), MPX_ETOOBIG,
- * -ENOMEM. On failure the outputs are unchanged. The encoding is canonical: decoding and
+ * (free it with free()) and its length in *len, -EINVAL (an argument NULL, or extra NULL
+ * with extra_len > 0), MPX_ETOOBIG (a field or the extra part over its limit), -ENOMEM.
+ * On failure the outputs are unchanged. A record with extra bytes is written as version 2,
+ * one without as version 1. The encoding is canonical: decoding and
  * re-encoding gives the same bytes. */
 MPX_API int mpx_log_encode(const mpx_log_record *rec, void **buf, size_t *len);
 
 /* Decodes buf[0..len), which must be exactly one message. Returns 0 with a new record in
  * *out (free it with mpx_log_record_free), MPX_ECLOSED if the message is a well-formed end
  * marker (*out unchanged), -EINVAL (out NULL, or buf NULL with len > 0), MPX_EVERSION (a
- * version other than MPX_LOG_VERSION), MPX_EBADFRAME (any other defect: see
+ * version other than 1 and 2), MPX_EBADFRAME (any other defect: see
  * docs/log-channel.md, "Validation"), -ENOMEM. The whole message is validated before the
  * one allocation, which is never larger than len plus the struct. Never reads outside
  * buf[0..len); on failure *out is unchanged. */

@@ -137,12 +137,17 @@ static int64_t int_of(PyObject *v)
     return x;
 }
 
-/* send_log(record, message=None): the record's fields; `message` replaces
- * record.getMessage() (the Python side passes the message with the exception text). */
+/* send_log(record, message=None, extra=None): the record's fields; `message` replaces
+ * record.getMessage() (the Python side passes the message with the exception text), and
+ * `extra` (bytes: the record's extra attributes, pickled) travels as the extra part. */
 static PyObject *Inbox_send_log(InboxObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || nargs > 2)
-        return PyErr_Format(PyExc_TypeError, "send_log() takes 1 or 2 arguments");
+    if (nargs < 1 || nargs > 3)
+        return PyErr_Format(PyExc_TypeError, "send_log() takes 1 to 3 arguments");
+    Py_buffer extra = {0};
+    if (nargs == 3 && args[2] != Py_None &&
+        PyObject_GetBuffer(args[2], &extra, PyBUF_SIMPLE) < 0)
+        return NULL;
     if (keys_ready() < 0)
         return NULL;
     PyObject *r = args[0];
@@ -156,7 +161,7 @@ static PyObject *Inbox_send_log(InboxObject *self, PyObject *const *args, Py_ssi
     PyObject *result = NULL;
     for (int i = 0; i < F_N; i++) {
         if (i == F_MSG) {
-            v[i] = nargs == 2 && args[1] != Py_None
+            v[i] = nargs >= 2 && args[1] != Py_None
                        ? Py_NewRef(args[1])
                        : PyObject_CallMethodNoArgs(r, keys[K_GETMESSAGE]);
         } else {
@@ -182,6 +187,8 @@ static PyObject *Inbox_send_log(InboxObject *self, PyObject *const *args, Py_ssi
         .pid = int_of(v[F_PROC]),
         .thread_id = int_of(v[F_THREAD]),
         .thread_name = s[F_TNAME],
+        .extra = extra.buf,
+        .extra_len = extra.buf ? (size_t)extra.len : 0,
     };
     int err;
     Py_BEGIN_ALLOW_THREADS
@@ -197,20 +204,31 @@ done:
         Py_XDECREF(v[i]);
         Py_XDECREF(hold[i]);
     }
+    if (extra.buf)
+        PyBuffer_Release(&extra);
     return result;
 }
 
-/* forward(fallback, record) -> True: the hot path of the child's logging handler. Sends a
- * plain record straight away; a record with exception or stack text (its message needs
- * formatting in Python), or a send that fails (the fallback reports it through the
- * handler's handleError), goes to fallback(record) instead. Never raises for a send. */
+/* forward(fallback, nattrs, record) -> True: the hot path of the child's logging handler.
+ * Sends a plain record straight away. A record with attributes beyond the standard
+ * `nattrs` (extra=... fields, which travel pickled), with exception or stack text (its
+ * message needs formatting in Python), or whose send fails (the fallback reports it
+ * through the handler's handleError), goes to fallback(record) instead. */
 static PyObject *Inbox_forward(InboxObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2)
-        return PyErr_Format(PyExc_TypeError, "forward() takes 2 arguments");
-    PyObject *fallback = args[0], *record = args[1];
-    if (keys_ready() < 0)
+    if (nargs != 3)
+        return PyErr_Format(PyExc_TypeError, "forward() takes 3 arguments");
+    PyObject *fallback = args[0], *record = args[2];
+    Py_ssize_t nattrs = PyLong_AsSsize_t(args[1]);
+    if ((nattrs == -1 && PyErr_Occurred()) || keys_ready() < 0)
         return NULL;
+    PyObject *d = PyObject_GenericGetDict(record, NULL);
+    if (!d)
+        return NULL;
+    Py_ssize_t n = PyDict_Check(d) ? PyDict_GET_SIZE(d) : -1;
+    Py_DECREF(d);
+    if (n != nattrs)
+        return PyObject_CallOneArg(fallback, record);
     static const int extra[] = {K_EXC_INFO, K_EXC_TEXT, K_STACK_INFO};
     for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
         PyObject *v = PyObject_GetAttr(record, keys[extra[i]]);
@@ -255,6 +273,7 @@ static PyObject *Inbox_send_outcome(InboxObject *self, PyObject *args)
 /* The parts of the logging module a received record is built with, fetched per batch (the
  * parent may change level names or logging may be reloaded). */
 typedef struct {
+    PyObject *loads;      /* borrowed: pickle.loads, for the extra attributes */
     PyObject *LogRecord;  /* owned */
     PyObject *level_names; /* owned: logging._levelToName */
     double start_time;    /* logging._startTime */
@@ -311,6 +330,25 @@ static int set_new(PyObject *d, int key, PyObject *v)
     return r;
 }
 
+/* Adds the record's extra attributes (a pickled dict) to its __dict__, never replacing a
+ * standard field. Extras that cannot be unpickled here are left out: the record itself is
+ * worth more than its decorations. */
+static void add_extra(const log_env *env, PyObject *d, const mpx_log_record *rec)
+{
+    PyObject *bytes = PyBytes_FromStringAndSize(rec->extra, (Py_ssize_t)rec->extra_len);
+    PyObject *extra = bytes ? PyObject_CallOneArg(env->loads, bytes) : NULL;
+    Py_XDECREF(bytes);
+    if (extra && PyDict_Check(extra)) {
+        PyObject *k, *v;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(extra, &pos, &k, &v))
+            if (!PyDict_SetDefault(d, k, v))
+                break;
+    }
+    Py_XDECREF(extra);
+    PyErr_Clear();
+}
+
 /* A logging.LogRecord with the fields of `rec`, as LogRecord.__init__ would have set them in
  * the child: msg is the already formatted message and args is None. */
 static PyObject *make_record(const log_env *env, const mpx_log_record *rec)
@@ -358,6 +396,8 @@ static PyObject *make_record(const log_env *env, const mpx_log_record *rec)
               set_new(d, K_PROCESSNAME, PyUnicode_FromString(rec->process_name)) < 0 ||
               set_new(d, K_PROCESS, PyLong_FromLongLong(rec->pid)) < 0 ||
               PyDict_SetItem(d, keys[K_TASKNAME], Py_None) < 0;
+    if (!bad && rec->extra_len)
+        add_extra(env, d, rec);
     Py_DECREF(d);
     if (bad)
         goto fail;
@@ -405,7 +445,7 @@ static PyObject *Inbox_recv(InboxObject *self, PyObject *const *args, Py_ssize_t
     if (err < 0)
         return mpx_py_error(self->st, err);
     PyObject *list = PyList_New((Py_ssize_t)c.got);
-    log_env env = {NULL, NULL, 0};
+    log_env env = {NULL, NULL, NULL, 0};
     if (!list)
         goto done;
     for (size_t i = 0; i < c.got; i++) {
@@ -414,6 +454,7 @@ static PyObject *Inbox_recv(InboxObject *self, PyObject *const *args, Py_ssize_t
         if (m->type == MPX_INBOX_LOG) {
             if (!env.LogRecord && log_env_get(&env) < 0)
                 goto fail;
+            env.loads = self->st->loads;
             item = make_record(&env, m->record);
         } else if (m->type == MPX_INBOX_OUTCOME) {
             item = Py_BuildValue("(KIy#)", (unsigned long long)m->token, (unsigned)m->code,
@@ -554,11 +595,12 @@ static PyMethodDef Inbox_methods[] = {
     {"fileno", (PyCFunction)Inbox_fileno, METH_NOARGS,
      "fileno()\n--\n\nThe inbox's segment descriptor (owned by the inbox)."},
     {"send_log", (PyCFunction)(void (*)(void))Inbox_send_log, METH_FASTCALL,
-     "send_log(record, message=None)\n--\n\nSend a logging.LogRecord; `message` replaces "
-     "record.getMessage()."},
+     "send_log(record, message=None, extra=None)\n--\n\nSend a logging.LogRecord; "
+     "`message` replaces record.getMessage(), `extra` (bytes) travels along."},
     {"forward", (PyCFunction)(void (*)(void))Inbox_forward, METH_FASTCALL,
-     "forward(fallback, record)\n--\n\nSend a plain record; hand one with exception or "
-     "stack text, or one whose send failed, to fallback(record). Returns True."},
+     "forward(fallback, nattrs, record)\n--\n\nSend a plain record (nattrs attributes); "
+     "hand one with extra attributes, exception or stack text, or one whose send failed, "
+     "to fallback(record). Returns True."},
     {"send_outcome", (PyCFunction)Inbox_send_outcome, METH_VARARGS,
      "send_outcome(token, code, data)\n--\n\nSend a child's outcome: its last message."},
     {"recv", (PyCFunction)(void (*)(void))Inbox_recv, METH_FASTCALL | METH_KEYWORDS,

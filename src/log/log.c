@@ -85,12 +85,15 @@ static void src_copy(unsigned char *d, const struct src_text *t)
 
 /* ---- encode ---- */
 
-static void write_head(unsigned char *p, unsigned kind, uint32_t total)
+/* Version 1 has no extra part (offset 8 is reserved, 0); version 2 stores its length at
+ * offset 8. A record without extra bytes is written as version 1, so the encoding stays
+ * canonical and readable by version-1 decoders. */
+static void write_head(unsigned char *p, unsigned kind, uint32_t total, uint32_t extra)
 {
     memcpy(p, "MPXL", 4);
-    mpx__put16(p + 4, MPX_LOG_VERSION);
+    mpx__put16(p + 4, extra ? 2 : 1);
     mpx__put16(p + 6, (uint16_t)kind);
-    mpx__put32(p + 8, 0);
+    mpx__put32(p + 8, extra);
     mpx__put32(p + 12, total);
 }
 
@@ -99,7 +102,11 @@ static int measure(const mpx_log_record *rec, struct src_text t[NFIELDS], size_t
 {
     const char *s[NFIELDS] = {rec->logger,       rec->message,    rec->func,
                               rec->file,         rec->process_name, rec->thread_name};
-    size_t sum = MPX_LOG_RECORD_HEAD_SIZE;
+    if (rec->extra_len > MPX_LOG_MAX_EXTRA)
+        return MPX_ETOOBIG;
+    if (rec->extra_len && !rec->extra)
+        return -EINVAL;
+    size_t sum = MPX_LOG_RECORD_HEAD_SIZE + rec->extra_len;
     for (int i = 0; i < NFIELDS; i++) {
         src_measure(&t[i], s[i]);
         if (t[i].fixed > (i == MESSAGE_FIELD ? MPX_LOG_MAX_MESSAGE : MPX_LOG_MAX_FIELD))
@@ -113,7 +120,7 @@ static int measure(const mpx_log_record *rec, struct src_text t[NFIELDS], size_t
 static void write_record(unsigned char *p, const mpx_log_record *rec,
                          const struct src_text t[NFIELDS], size_t total)
 {
-    write_head(p, KIND_RECORD, (uint32_t)total);
+    write_head(p, KIND_RECORD, (uint32_t)total, (uint32_t)rec->extra_len);
     mpx__put64(p + 16, (uint64_t)rec->time_ns);
     mpx__put64(p + 24, (uint64_t)rec->pid);
     mpx__put64(p + 32, (uint64_t)rec->thread_id);
@@ -125,6 +132,8 @@ static void write_record(unsigned char *p, const mpx_log_record *rec,
         src_copy(p + off, &t[i]);
         off += t[i].fixed;
     }
+    if (rec->extra_len)
+        memcpy(p + off, rec->extra, rec->extra_len);
 }
 
 int mpx_log_encode(const mpx_log_record *rec, void **buf, size_t *len)
@@ -156,34 +165,41 @@ int mpx_log_decode(mpx_log_record **out, const void *buf, size_t len)
     const unsigned char *p = buf;
     if (len < MPX_LOG_HEAD_SIZE || memcmp(p, "MPXL", 4) != 0)
         return MPX_EBADFRAME;
-    if (mpx__get16(p + 4) != MPX_LOG_VERSION)
+    unsigned version = mpx__get16(p + 4);
+    if (version != 1 && version != 2)
         return MPX_EVERSION;
     unsigned kind = mpx__get16(p + 6);
-    if (mpx__get32(p + 8) != 0 || mpx__get32(p + 12) != len || len > MPX_LOG_MAX_SIZE)
+    uint32_t extra = mpx__get32(p + 8); /* version 1: reserved, 0 */
+    if (mpx__get32(p + 12) != len || len > MPX_LOG_MAX_SIZE)
+        return MPX_EBADFRAME;
+    /* Canonical: version 2 exactly when there is an extra part, and none on an end marker. */
+    if ((version == 1) != (extra == 0) || extra > MPX_LOG_MAX_EXTRA)
         return MPX_EBADFRAME;
     if (kind == KIND_END)
-        return len == MPX_LOG_HEAD_SIZE ? MPX_ECLOSED : MPX_EBADFRAME;
-    if (kind != KIND_RECORD || len < MPX_LOG_RECORD_HEAD_SIZE)
+        return len == MPX_LOG_HEAD_SIZE && extra == 0 ? MPX_ECLOSED : MPX_EBADFRAME;
+    if (kind != KIND_RECORD || len < MPX_LOG_RECORD_HEAD_SIZE ||
+        extra > len - MPX_LOG_RECORD_HEAD_SIZE)
         return MPX_EBADFRAME;
+    size_t text_end = len - extra; /* the six fields end here; the extra part follows */
 
     /* Validate every length and every text field before the one allocation. */
     size_t lens[NFIELDS], off = MPX_LOG_RECORD_HEAD_SIZE;
     for (int i = 0; i < NFIELDS; i++) {
         uint32_t l = mpx__get32(p + 48 + 4 * i);
         if (l > (i == MESSAGE_FIELD ? MPX_LOG_MAX_MESSAGE : MPX_LOG_MAX_FIELD) ||
-            l > len - off) /* off <= len holds throughout */
+            l > text_end - off) /* off <= text_end holds throughout */
             return MPX_EBADFRAME;
         if (!mpx__utf8_valid(p + off, l))
             return MPX_EBADFRAME;
         lens[i] = l;
         off += l;
     }
-    if (off != len)
+    if (off != text_end)
         return MPX_EBADFRAME;
 
-    /* One block: the struct, then the six strings with their terminators. The text part is
-     * at most len - MPX_LOG_RECORD_HEAD_SIZE + NFIELDS bytes, so a declared length never
-     * drives an allocation larger than the input. */
+    /* One block: the struct, then the six strings with their terminators, then the extra
+     * bytes. That is len - MPX_LOG_RECORD_HEAD_SIZE + NFIELDS bytes after the struct, so a
+     * declared length never drives an allocation larger than the input. */
     size_t text = len - MPX_LOG_RECORD_HEAD_SIZE + NFIELDS;
     mpx_log_record *r = malloc(sizeof *r + text);
     if (!r)
@@ -199,6 +215,12 @@ int mpx_log_decode(mpx_log_record **out, const void *buf, size_t len)
         *dst[i] = d;
         d += lens[i] + 1;
         off += lens[i];
+    }
+    r->extra = NULL;
+    r->extra_len = extra;
+    if (extra) {
+        memcpy(d, p + off, extra);
+        r->extra = d;
     }
     r->time_ns = (int64_t)mpx__get64(p + 16);
     r->pid = (int64_t)mpx__get64(p + 24);
@@ -332,7 +354,7 @@ int mpx_logchan_end(mpx_logchan *ch)
     if (atomic_exchange(&ch->marker_put, true))
         return 0;
     unsigned char m[MPX_LOG_HEAD_SIZE];
-    write_head(m, KIND_END, MPX_LOG_HEAD_SIZE);
+    write_head(m, KIND_END, MPX_LOG_HEAD_SIZE, 0);
     int err = put_all(ch->q, m, sizeof m);
     if (err < 0)
         atomic_store(&ch->marker_put, false); /* let a later call retry */

@@ -1063,7 +1063,7 @@ TEST(inbox_decode_valid)
                                                 0,   0,   0,   0,   16, 0, 0, 0};
     ASSERT_ERR(decode_exact(log_end, sizeof log_end, &m), MPX_EBADFRAME);
     unsigned char *rec = th_exact_copy(msgs[4], lens[4]);
-    rec[4] = 2;
+    rec[4] = 3;
     ASSERT_ERR(mpx_inbox_decode(&m, rec, lens[4]), MPX_EVERSION);
     free(rec);
     ASSERT(all_zero(&m, sizeof m));

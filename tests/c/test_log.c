@@ -97,7 +97,7 @@ TEST(log_layout)
     const unsigned char *p = buf;
     ASSERT_EQ_UINT(len, MPX_LOG_RECORD_HEAD_SIZE + 5);
     ASSERT_MEM_EQ(p, "MPXL", 4);
-    ASSERT_EQ_UINT(p[4] | p[5] << 8, MPX_LOG_VERSION);
+    ASSERT_EQ_UINT(p[4] | p[5] << 8, 1); /* no extra part: written as version 1 */
     ASSERT_EQ_UINT(p[6] | p[7] << 8, 1); /* kind: record */
     ASSERT_EQ_UINT(p[12], len);
     ASSERT_EQ_UINT(p[40], 0xfe); /* level -2, little-endian two's complement */
@@ -256,8 +256,14 @@ TEST(log_corruptions)
     /* Specific defects. */
     mpx_log_record *got = NULL;
     memcpy(p, buf, len);
-    p[4] = 2;
+    p[4] = 3;
     ASSERT_ERR(decode_exact(p, len, &got), MPX_EVERSION);
+    memcpy(p, buf, len);
+    p[4] = 2; /* version 2 without an extra part is not canonical */
+    ASSERT_ERR(decode_exact(p, len, &got), MPX_EBADFRAME);
+    memcpy(p, buf, len);
+    p[8] = 1; /* version 1 with an extra length */
+    ASSERT_ERR(decode_exact(p, len, &got), MPX_EBADFRAME);
     memcpy(p, buf, len);
     p[6] = 3; /* unknown kind */
     ASSERT_ERR(decode_exact(p, len, &got), MPX_EBADFRAME);
@@ -490,6 +496,50 @@ static void expect_format(const mpx_log_record *r, const char *fmt, const char *
     free(out);
 }
 
+/* Version 2: an opaque extra part after the text fields, carried byte for byte; a record
+ * without one is still written as version 1. */
+TEST(log_extra)
+{
+    mpx_log_record r = sample(3);
+    static const unsigned char blob[] = {0x80, 0x05, 0x00, 0xff, 'x', '.'};
+    r.extra = blob;
+    r.extra_len = sizeof blob;
+    void *buf = NULL;
+    size_t len = 0;
+    ASSERT_OK(mpx_log_encode(&r, &buf, &len));
+    const unsigned char *p = buf;
+    ASSERT_EQ_UINT(p[4] | p[5] << 8, 2);
+    ASSERT_EQ_UINT(p[8], sizeof blob);
+    ASSERT_MEM_EQ(p + len - sizeof blob, blob, sizeof blob);
+    mpx_log_record *got = NULL;
+    ASSERT_OK(decode_exact(buf, len, &got));
+    assert_same(got, &r);
+    ASSERT_EQ_UINT(got->extra_len, sizeof blob);
+    ASSERT_MEM_EQ(got->extra, blob, sizeof blob);
+    /* Canonical: re-encoding the decoded record gives the same bytes. */
+    void *again = NULL;
+    size_t len2 = 0;
+    ASSERT_OK(mpx_log_encode(got, &again, &len2));
+    ASSERT_EQ_UINT(len2, len);
+    ASSERT_MEM_EQ(again, buf, len);
+    free(again);
+    mpx_log_record_free(got);
+    /* Every truncation is refused; an extra length past the end too. */
+    for (size_t n = 0; n < len; n++)
+        ASSERT_LT_INT(decode_exact(buf, n, &got), 0);
+    unsigned char *c = th_exact_copy(buf, len);
+    c[8] = (unsigned char)(sizeof blob + 200);
+    ASSERT_ERR(decode_exact(c, len, &got), MPX_EBADFRAME);
+    free(c);
+    free(buf);
+    /* Limits and arguments. */
+    r.extra_len = MPX_LOG_MAX_EXTRA + 1;
+    ASSERT_ERR(mpx_log_encode(&r, &buf, &len), MPX_ETOOBIG);
+    r.extra = NULL;
+    r.extra_len = 1;
+    ASSERT_ERR(mpx_log_encode(&r, &buf, &len), -EINVAL);
+}
+
 TEST(log_format_exact)
 {
     ASSERT_SYS(setenv("TZ", "UTC", 1));
@@ -619,6 +669,7 @@ TEST_ENTRY_TIMEOUT(log_sender_never_blocks, 120)
 TEST_ENTRY_TIMEOUT(log_two_children, 120)
 TEST_ENTRY(log_sender_killed_mid_stream)
 TEST_ENTRY(log_attach)
+TEST_ENTRY(log_extra)
 TEST_ENTRY(log_format_exact)
 TEST_ENTRY(log_format_errors)
 TEST_ENTRY(log_bad_arguments)

@@ -9,7 +9,8 @@
  * passes a buffer of exactly `size` bytes, so ASan sees any overrun) and fails only with
  * MPX_EBADFRAME, MPX_EVERSION or -ENOMEM, or reports a well-formed end marker (MPX_ECLOSED,
  * exactly MPX_LOG_HEAD_SIZE bytes); an accepted record is sound: every string is a C string
- * whose lengths add up to the input's text, it re-encodes to exactly the input (the encoding
+ * whose lengths add up to the input's text (with the extra part, the input's tail, after
+ * them), it re-encodes to exactly the input (the encoding
  * is canonical), and it formats. */
 #include <errno.h>
 #include <stdint.h>
@@ -51,7 +52,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(s[i] != NULL);
         text += strlen(s[i]);
     }
-    CHECK(text + MPX_LOG_RECORD_HEAD_SIZE == size);
+    CHECK(text + MPX_LOG_RECORD_HEAD_SIZE + rec->extra_len == size);
+    CHECK(rec->extra_len <= MPX_LOG_MAX_EXTRA);
+    CHECK((rec->extra_len == 0) == (rec->extra == NULL));
+    if (rec->extra_len)
+        CHECK(memcmp(rec->extra, data + size - rec->extra_len, rec->extra_len) == 0);
     CHECK(strlen(rec->message) <= MPX_LOG_MAX_MESSAGE);
 
     void *buf = NULL;

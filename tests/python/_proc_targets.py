@@ -370,3 +370,26 @@ def return_then_slow_exit(value, seconds, code=None):
 
     atexit.register(slow)
     return value
+
+
+class _NoPickle:
+    def __reduce__(self):
+        raise TypeError("not picklable")
+
+    def __repr__(self):
+        return "<NoPickle>"
+
+
+def log_with_extra(name):
+    """Records with extra=... attributes: plain values, an unpicklable one, and with an
+    exception."""
+    import logging
+
+    log = logging.getLogger(name)
+    log.info("plain")
+    log.info("with extra", extra={"user": "ann", "n": 7, "tags": ["a", "b"]})
+    log.info("unpicklable", extra={"user": _NoPickle(), "n": 1})
+    try:
+        raise KeyError("k")
+    except KeyError:
+        log.exception("failed", extra={"user": "bob", "n": 2})

@@ -1329,3 +1329,22 @@ def test_outcome_stands_when_the_exit_goes_wrong(spawn):
     assert p.result(60) == 11
     p.join(60)  # does not raise: the child reported a result
     assert p.exitcode == 3
+
+
+def test_extra_attributes_are_forwarded(spawn, logs):
+    # Attributes given with extra=... reach the parent's record (so a format that uses
+    # them works); one that cannot be pickled arrives as its repr; the standard fields are
+    # the child's; a record without extras has none.
+    name, h = logs()
+    p = spawn(T.log_with_extra, name)
+    p.join(60)
+    plain, extra, unpicklable, failed = h.records
+    assert not hasattr(plain, "user")
+    assert (extra.user, extra.n, extra.tags) == ("ann", 7, ["a", "b"])
+    assert extra.getMessage() == "with extra" and extra.processName == p.name
+    assert (unpicklable.user, unpicklable.n) == ("<NoPickle>", 1)
+    assert (failed.user, failed.n) == ("bob", 2)
+    assert failed.getMessage().startswith("failed\nTraceback (most recent call last):")
+    assert "KeyError: 'k'" in failed.getMessage()
+    formatted = logging.Formatter("%(user)s/%(n)s %(message)s").format(extra)
+    assert formatted == "ann/7 with extra"

@@ -155,9 +155,14 @@ def _forward_handler(logging, inbox):
     """A logging handler that sends every record it handles into the parent's inbox (in
     libmpx)."""
     import functools
+    import pickle
 
     formatter = logging.Formatter()
     send = inbox.send_log
+    # What a record has of its own; anything else came from extra=... (or a formatter, which
+    # adds message and asctime: those are remade in the parent).
+    standard = frozenset(logging.makeLogRecord({}).__dict__)
+    remade = standard | {"message", "asctime"}
 
     def full_message(record) -> str:
         msg = record.getMessage()
@@ -169,16 +174,31 @@ def _forward_handler(logging, inbox):
             msg = f"{msg}\n{formatter.formatStack(record.stack_info)}"
         return msg
 
+    def extra_of(record) -> bytes | None:
+        extra = {k: v for k, v in record.__dict__.items() if k not in remade}
+        if not extra:
+            return None
+        try:
+            return pickle.dumps(extra, 5)
+        except Exception:
+            # Ship what pickles; what does not is shown as its repr.
+            fixed = {}
+            for k, v in extra.items():
+                try:
+                    pickle.dumps(v, 5)
+                    fixed[k] = v
+                except Exception:
+                    fixed[k] = repr(v)
+            return pickle.dumps(fixed, 5)
+
     class ForwardHandler(logging.Handler):
         def handle(self, record):
             # No lock: the inbox send is thread-safe and never waits for the parent.
             if self.filters and not self.filter(record):
                 return False
             try:
-                if record.exc_info or record.exc_text or record.stack_info:
-                    send(record, full_message(record))
-                else:
-                    send(record)
+                plain = not (record.exc_info or record.exc_text or record.stack_info)
+                send(record, None if plain else full_message(record), extra_of(record))
             except Exception:
                 self.handleError(record)
             return True
@@ -189,6 +209,6 @@ def _forward_handler(logging, inbox):
     handler = ForwardHandler()
     # The hot path in C: logging calls handler.handle(record) for every record, and this
     # instance attribute answers it without a Python frame, falling back to the method
-    # above for records that need formatting and for failed sends.
-    handler.handle = functools.partial(inbox.forward, handler.handle)
+    # above for records that need formatting, carry extra attributes, or failed to send.
+    handler.handle = functools.partial(inbox.forward, handler.handle, len(standard))
     return handler
