@@ -87,7 +87,8 @@ def test_log_example():
 
 
 def _check_error_output(
-    name: str, raise_line: int, main_line: int, origin: str, child_lines: list[str]
+    name: str, raise_line: int, main_line: int, origin: str, child_lines: list[str],
+    absent: tuple[str, ...] = (),
 ):
     out, err = run_example_raising(name)
     assert out.splitlines() == ["(1, 2)", "(3, 4)"]
@@ -104,6 +105,8 @@ def _check_error_output(
     )
     for line in child_lines:
         assert line in remote, remote
+    for text in absent:
+        assert text not in remote, remote
     assert remote.rstrip().endswith('TypeError: can only concatenate str (not "int") to str')
     # The local part: where the parent raised it.
     assert f'line {main_line}, in <module>' in local
@@ -128,4 +131,6 @@ def test_error_example_two_hops():
         main_line=56,
         origin="SpawnProcess-1:1",  # the grandchild: the exception crossed two processes
         child_lines=['error_two_hops.py", line 16, in increment\n    qout.put((x, x + 1))'],
+        # worker() passed it on, wrapped again without raising it: nothing of it is added.
+        absent=("in worker",),
     )

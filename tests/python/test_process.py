@@ -955,6 +955,11 @@ def test_grandchild_records_and_exception_reach_the_top(spawn, logs):
     ]
 
 
+# ---------------------------------------------------------------------------
+# 4. many children, one service thread, large launches
+# ---------------------------------------------------------------------------
+
+
 def test_twenty_children_at_once(spawn, logs):
     name, h = logs(logging.INFO)
     n = 50

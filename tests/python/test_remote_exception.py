@@ -326,6 +326,29 @@ def test_raise_prints_remote_then_local(tmp_path):
     assert "raise e_unpickled" in local and "in foo" not in local
 
 
+# ---------------------------------------------------------------------------------------------
+# Exceptions that cannot be rebuilt arrive as stand-ins.
+# ---------------------------------------------------------------------------------------------
+
+
+class TwoArgError(Exception):
+    def __init__(self, code, detail):
+        super().__init__(f"{code}: {detail}")
+
+
+class Payload:
+    pass
+
+
+class GoneError(Exception):
+    pass
+
+
+class BadStrError(Exception):
+    def __str__(self):
+        raise RuntimeError("no str")
+
+
 def check_stand_in(out, type_name: str, message: str, reason: str, text: str):
     assert type(out) is RemoteExceptionStandIn
     assert out.type_name == type_name
