@@ -25,6 +25,7 @@ import os
 import pickle
 import sys
 import threading
+import time
 from multiprocessing import popen_spawn_posix, reduction, spawn, util
 from multiprocessing.context import get_spawning_popen, set_spawning_popen
 
@@ -60,6 +61,7 @@ class _Service:
                 batch = self.inbox.recv()
             except Exception:  # only a decode or memory error: report and go on
                 _report_error("receiving from the inbox")
+                time.sleep(0.05)  # an error that repeats (no memory) must not spin
                 continue
             self._handle(batch)
 
