@@ -144,11 +144,11 @@ static PyObject *Inbox_send_log(InboxObject *self, PyObject *const *args, Py_ssi
 {
     if (nargs < 1 || nargs > 3)
         return PyErr_Format(PyExc_TypeError, "send_log() takes 1 to 3 arguments");
+    if (keys_ready() < 0)
+        return NULL;
     Py_buffer extra = {0};
     if (nargs == 3 && args[2] != Py_None &&
         PyObject_GetBuffer(args[2], &extra, PyBUF_SIMPLE) < 0)
-        return NULL;
-    if (keys_ready() < 0)
         return NULL;
     PyObject *r = args[0];
     enum { F_NAME, F_MSG, F_FUNC, F_PATH, F_PNAME, F_TNAME, F_LEVEL, F_LINE, F_CREATED,
