@@ -38,32 +38,13 @@ static int text_dup(const char *s, char **out)
     size_t n = strlen(s);
     if (n > MPX_ERRREC_MAX_SIZE)
         return MPX_ETOOBIG;
-    /* First pass: the size after replacement (at most 3 * n, so no overflow here). */
-    size_t size = 0;
-    for (size_t i = 0; i < n;) {
-        size_t l = mpx__utf8_seq(u + i, n - i);
-        size += l ? l : 3;
-        i += l ? l : 1;
-    }
+    size_t size = mpx__utf8_repaired_size(u, n); /* at most 3 * n: no overflow here */
     if (size > MPX_ERRREC_MAX_SIZE)
         return MPX_ETOOBIG;
     char *d = malloc(size + 1);
     if (!d)
         return -ENOMEM;
-    size_t o = 0;
-    for (size_t i = 0; i < n;) {
-        size_t l = mpx__utf8_seq(u + i, n - i);
-        if (l) {
-            memcpy(d + o, s + i, l);
-            o += l;
-            i += l;
-        } else {
-            memcpy(d + o, "\xef\xbf\xbd", 3);
-            o += 3;
-            i++;
-        }
-    }
-    d[o] = '\0';
+    d[mpx__utf8_repair_copy((unsigned char *)d, u, n)] = '\0';
     *out = d;
     return 0;
 }

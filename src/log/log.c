@@ -50,14 +50,7 @@ static void src_measure(struct src_text *t, const char *s)
 {
     t->s = s ? s : "";
     t->n = strlen(t->s);
-    const unsigned char *u = (const unsigned char *)t->s;
-    size_t size = 0;
-    for (size_t i = 0; i < t->n;) {
-        size_t l = mpx__utf8_seq(u + i, t->n - i);
-        size += l ? l : 3;
-        i += l ? l : 1;
-    }
-    t->fixed = size;
+    t->fixed = mpx__utf8_repaired_size((const unsigned char *)t->s, t->n);
 }
 
 static void src_copy(unsigned char *d, const struct src_text *t)
@@ -67,20 +60,7 @@ static void src_copy(unsigned char *d, const struct src_text *t)
             memcpy(d, t->s, t->n);
         return;
     }
-    const unsigned char *u = (const unsigned char *)t->s;
-    size_t o = 0;
-    for (size_t i = 0; i < t->n;) {
-        size_t l = mpx__utf8_seq(u + i, t->n - i);
-        if (l) {
-            memcpy(d + o, u + i, l);
-            o += l;
-            i += l;
-        } else {
-            memcpy(d + o, "\xef\xbf\xbd", 3);
-            o += 3;
-            i++;
-        }
-    }
+    mpx__utf8_repair_copy(d, (const unsigned char *)t->s, t->n);
 }
 
 /* ---- encode ---- */

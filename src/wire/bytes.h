@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Explicit little-endian access, so that the encoding is the same on every host and the
  * buffer needs no alignment. */
@@ -97,6 +98,39 @@ static inline bool mpx__utf8_valid(const unsigned char *s, size_t n)
         i += l;
     }
     return true;
+}
+
+/* The size of s[0..n) once each byte that does not start a valid sequence is replaced by
+ * U+FFFD (3 bytes), as Python's errors="replace" does: at most 3 * n. */
+static inline size_t mpx__utf8_repaired_size(const unsigned char *s, size_t n)
+{
+    size_t size = 0;
+    for (size_t i = 0; i < n;) {
+        size_t l = mpx__utf8_seq(s + i, n - i);
+        size += l ? l : 3;
+        i += l ? l : 1;
+    }
+    return size;
+}
+
+/* Copies s[0..n) to d with that repair; d has room for mpx__utf8_repaired_size(s, n)
+ * bytes. Returns the number written. */
+static inline size_t mpx__utf8_repair_copy(unsigned char *d, const unsigned char *s, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t l = mpx__utf8_seq(s + i, n - i);
+        if (l) {
+            memcpy(d + o, s + i, l);
+            o += l;
+            i += l;
+        } else {
+            memcpy(d + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        }
+    }
+    return o;
 }
 
 #endif /* MPX_WIRE_BYTES_H */

@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 
 #include "harness.h"
+#include "wire/bytes.h"
 #include "mpx/errrec.h"
 #include "mpx/error.h"
 
@@ -26,24 +27,6 @@ static mpx_errrec *make(const char *module, const char *qualname, const char *me
     ASSERT_OK(mpx_errrec_create(&r, module, qualname, message, tb));
     ASSERT_NOT_NULL(r);
     return r;
-}
-
-static void put16(unsigned char *p, uint16_t v)
-{
-    p[0] = (unsigned char)v;
-    p[1] = (unsigned char)(v >> 8);
-}
-
-static void put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void put64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
 }
 
 static uint64_t get64(const unsigned char *p)
@@ -459,7 +442,7 @@ TEST(errrec_truncated_at_every_length)
         memcpy(longer, buf, len);
         longer[len] = 0;
         ASSERT_ERR(decode_exact(longer, len + 1), MPX_EBADFRAME);
-        put64(longer + 16, len + 1);
+        mpx__put64(longer + 16, len + 1);
         ASSERT_ERR(decode_exact(longer, len + 1), MPX_EBADFRAME);
         free(longer);
         free(buf);
@@ -521,18 +504,18 @@ static size_t forge(unsigned char *out, uint32_t count, uint32_t flags, int64_t 
                     const uint64_t lens[6], const void *body, size_t body_len)
 {
     memcpy(out, "MPXE", 4);
-    put16(out + 4, 1);
-    put16(out + 6, 0);
-    put32(out + 8, count);
-    put32(out + 12, 0);
-    put32(out + 24, flags);
-    put32(out + 28, 0);
-    put64(out + 32, (uint64_t)pid);
+    mpx__put16(out + 4, 1);
+    mpx__put16(out + 6, 0);
+    mpx__put32(out + 8, count);
+    mpx__put32(out + 12, 0);
+    mpx__put32(out + 24, flags);
+    mpx__put32(out + 28, 0);
+    mpx__put64(out + 32, (uint64_t)pid);
     for (int i = 0; i < 6; i++)
-        put64(out + 40 + 8 * i, lens[i]);
+        mpx__put64(out + 40 + 8 * i, lens[i]);
     memcpy(out + 88, body, body_len);
     size_t len = 88 + body_len;
-    put64(out + 16, len);
+    mpx__put64(out + 16, len);
     return len;
 }
 
@@ -559,22 +542,22 @@ TEST(errrec_hostile_inputs)
     b[0] = 'm';
     ASSERT_ERR(decode_exact(b, len), MPX_EBADFRAME);
     len = forge(b, 1, 0, 0, ok, "builtinsEx", 10);
-    put16(b + 4, 2);
+    mpx__put16(b + 4, 2);
     ASSERT_ERR(decode_exact(b, len), MPX_EVERSION);
-    put16(b + 4, 0);
+    mpx__put16(b + 4, 0);
     ASSERT_ERR(decode_exact(b, len), MPX_EVERSION);
     len = forge(b, 1, 0, 0, ok, "builtinsEx", 10);
-    put16(b + 6, 1); /* header flags */
+    mpx__put16(b + 6, 1); /* header flags */
     ASSERT_ERR(decode_exact(b, len), MPX_EBADFRAME);
     len = forge(b, 1, 0, 0, ok, "builtinsEx", 10);
-    put32(b + 12, 1); /* header reserved */
+    mpx__put32(b + 12, 1); /* header reserved */
     ASSERT_ERR(decode_exact(b, len), MPX_EBADFRAME);
     for (uint32_t count = 0; count < 4; count += 2) { /* 0 and 2 records, holding 1 */
         len = forge(b, count, 0, 0, ok, "builtinsEx", 10);
         ASSERT_ERR(decode_exact(b, len), MPX_EBADFRAME);
     }
     len = forge(b, 1, 0, 0, ok, "builtinsEx", 10);
-    put64(b + 16, len - 1);
+    mpx__put64(b + 16, len - 1);
     ASSERT_ERR(decode_exact(b, len), MPX_EBADFRAME);
 
     /* Record head defects: unknown flags, reserved, pid without origin, negative pid, origin
@@ -582,7 +565,7 @@ TEST(errrec_hostile_inputs)
     len = forge(b, 1, 2, 0, ok, "builtinsEx", 10);
     ASSERT_ERR(decode_exact(b, len), MPX_EBADFRAME);
     len = forge(b, 1, 0, 0, ok, "builtinsEx", 10);
-    put32(b + 28, 1);
+    mpx__put32(b + 28, 1);
     ASSERT_ERR(decode_exact(b, len), MPX_EBADFRAME);
     len = forge(b, 1, 0, 5, ok, "builtinsEx", 10);
     ASSERT_ERR(decode_exact(b, len), MPX_EBADFRAME);
@@ -640,7 +623,7 @@ TEST(errrec_hostile_inputs)
     }
     /* A total length above the limit is refused before anything else is read. */
     len = forge(b, 1, 0, 0, ok, "builtinsEx", 10);
-    put64(b + 16, (uint64_t)MPX_ERRREC_MAX_SIZE + 1);
+    mpx__put64(b + 16, (uint64_t)MPX_ERRREC_MAX_SIZE + 1);
     ASSERT_ERR(decode_exact(b, len), MPX_EBADFRAME);
 }
 
@@ -689,16 +672,16 @@ TEST(errrec_huge_lengths_not_allocated)
         unsigned char *r = big + 24 + (size_t)k * reclen;
         uint64_t rl6[6] = {8, 1, 1, 0, 0, k == 63 ? (60u << 20) : 0};
         for (int i = 0; i < 6; i++)
-            put64(r + 16 + 8 * i, rl6[i]);
+            mpx__put64(r + 16 + 8 * i, rl6[i]);
         memcpy(r + 64, "builtinsEx", 10);
     }
     memcpy(big, "MPXE", 4);
-    put16(big + 4, 1);
-    put32(big + 8, 64);
-    put64(big + 16, 24 + 64 * reclen);
+    mpx__put16(big + 4, 1);
+    mpx__put32(big + 8, 64);
+    mpx__put64(big + 16, 24 + 64 * reclen);
     ASSERT_ERR(decode_exact(big, 24 + 64 * reclen), MPX_EBADFRAME);
     /* Fixed, it decodes: the chain of 64 is fine. */
-    put64(big + 24 + 63 * reclen + 16 + 40, 0);
+    mpx__put64(big + 24 + 63 * reclen + 16 + 40, 0);
     ASSERT_OK(decode_exact(big, 24 + 64 * reclen));
     free(big);
 }
@@ -720,11 +703,11 @@ TEST(errrec_depth_65_rejected)
     ASSERT_NOT_NULL(b);
     memcpy(b, buf, len);
     memcpy(b + len, extra, sizeof extra);
-    put32(b + 8, 65);
-    put64(b + 16, len65);
+    mpx__put32(b + 8, 65);
+    mpx__put64(b + 16, len65);
     ASSERT_ERR(decode_exact(b, len65), MPX_EBADFRAME);
     /* The same bytes claiming 64 records have one record too many at the end. */
-    put32(b + 8, 64);
+    mpx__put32(b + 8, 64);
     ASSERT_ERR(decode_exact(b, len65), MPX_EBADFRAME);
     ASSERT_EQ_UINT(get64((unsigned char *)buf + 16), len);
     ASSERT_OK(decode_exact(buf, len));

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "wire/bytes.h"
 #include "log_records.h"
 #include "mpx/error.h"
 #include "mpx/fault.h"
@@ -40,24 +41,6 @@ static mpx_deadline_t in_ms(int64_t ms) { return mpx_deadline_in(ms * MS); }
     ASSERT_MSG(th_now_ns() - (t0) < 1 * SEC, "took %.1f ms, want no wait",                   \
                (th_now_ns() - (t0)) / 1e6)
 
-static void le16(unsigned char *p, uint16_t v)
-{
-    p[0] = (unsigned char)v;
-    p[1] = (unsigned char)(v >> 8);
-}
-
-static void le32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void le64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
 static uint16_t rd16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
 static uint32_t rd32(const unsigned char *p)
@@ -74,12 +57,12 @@ static size_t mpxo(unsigned char *p, uint16_t version, uint16_t kind, uint32_t c
                    size_t n)
 {
     memcpy(p, "MPXO", 4);
-    le16(p + 4, version);
-    le16(p + 6, kind);
-    le32(p + 8, code);
-    le32(p + 12, reserved);
-    le64(p + 16, total);
-    le64(p + 24, token);
+    mpx__put16(p + 4, version);
+    mpx__put16(p + 6, kind);
+    mpx__put32(p + 8, code);
+    mpx__put32(p + 12, reserved);
+    mpx__put64(p + 16, total);
+    mpx__put64(p + 24, token);
     if (n)
         memcpy(p + 32, payload, n);
     return 32 + n;
